@@ -46,16 +46,14 @@ def _convert(gguf: Path, out: Path) -> None:
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )
     config = loaded.config
     # A GGUF-loaded model refuses save_pretrained; copy into a fresh model instead.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.torch_dtype = torch.float32
-    fresh = LlamaForCausalLM(config)
+    fresh = LlamaForCausalLM(config)  # type: ignore[arg-type]
     fresh.load_state_dict(loaded.state_dict())
-    # The GGUF ties embeddings; keep that explicit so loaders agree.
     fresh.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
 
