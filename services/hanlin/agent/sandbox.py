@@ -248,6 +248,8 @@ class Sandbox:
             duration = time.monotonic() - start
             for r in readers:
                 r.join(timeout=2.0)
+            proc.stdout.close()
+            proc.stderr.close()
             with os.fdopen(report_r, "rb") as report_file:
                 report = json.loads(report_file.read() or b"{}")
             code_ = proc.returncode
@@ -259,12 +261,15 @@ class Sandbox:
                 }.get(sig, f"signal {signal.Signals(sig).name}")
                 if sig == signal.SIGKILL and duration < limits.wall_seconds:
                     killed = f"SIGKILL (CPU time limit of {limits.cpu_seconds} s or out of memory)"
+            notes = list(report.get("notes", []))
+            if not self.separate_uid and uid == 0:
+                notes.append("runs as root: RLIMIT_NPROC is not enforced, processes are unbounded")
             containment = Containment(
                 network=report.get("network", "none"),
                 filesystem=report.get("filesystem", "workdir"),
                 user=f"uid {uid}" if self.separate_uid else "same",
                 interpreter=self.interpreter,
-                notes=report.get("notes", []),
+                notes=notes,
             )
             return SandboxResult(
                 exit_code=code_,

@@ -71,7 +71,9 @@ def serve_scripted() -> Iterator[ScriptedLLM]:
                 self.end_headers()
                 return
             data = llm._next(body)
-            payload = json.dumps(data if data else {"error": {"message": "script exhausted"}}).encode()
+            payload = json.dumps(
+                data if data else {"error": {"message": "script exhausted"}}
+            ).encode()
             self.send_response(200 if data else 500)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(payload)))
@@ -82,7 +84,9 @@ def serve_scripted() -> Iterator[ScriptedLLM]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     llm.url = f"http://127.0.0.1:{server.server_address[1]}"
     try:

@@ -21,7 +21,9 @@ def failing_lookup(key: str) -> str:
 
 
 def make_agent(llm, strategy: str, max_steps: int = 4, extra=()) -> Agent:
-    settings = AgentSettings(llm_url=llm.url, model="scripted", strategy=strategy, max_steps=max_steps)
+    settings = AgentSettings(
+        llm_url=llm.url, model="scripted", strategy=strategy, max_steps=max_steps
+    )
     return Agent(settings, [calculator_tool(), *extra])
 
 
@@ -69,7 +71,7 @@ def test_react_tool_error_becomes_observation(llm) -> None:
     llm.script(
         'Thought: look\nAction: lookup\nAction Input: {"key": "zeta"}',
         'Thought: try math\nAction: calculator\nAction Input: {"expression": "1/0"}',
-        'Thought: no such tool\nAction: teleport\nAction Input: {}',
+        "Thought: no such tool\nAction: teleport\nAction Input: {}",
         "Final Answer: unknown",
     )
     result = make_agent(llm, "react", extra=[lookup]).run("find zeta")
