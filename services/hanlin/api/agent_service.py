@@ -193,6 +193,9 @@ class AgentService(Resource):
 
     plural: ClassVar[str] = "agentservices"
     short_names: ClassVar[tuple[str, ...]] = ("as",)
+    max_name_length: ClassVar[int] = 55
+    name_is_dns_label: ClassVar[bool] = True
+    name_reason: ClassVar[str] = "it names the Deployment and its Service"
     printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
         PrinterColumn(
             name="Phase",

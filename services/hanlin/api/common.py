@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hanlin.api.base import (
     GROUP_VERSION,
@@ -16,6 +17,8 @@ from hanlin.api.base import (
     SpecModel,
     StatusModel,
 )
+
+DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 
 class LocalObjectReference(SpecModel):
@@ -71,7 +74,9 @@ class Resources(SpecModel):
     """Memory requested per pod (`8Gi`); also its limit, so exceeding it kills the pod."""
     gpu: Annotated[int, Field(ge=0, le=64)] = 0
     """GPUs (`nvidia.com/gpu`) per pod; 0 runs on CPU."""
-    node_selector: Annotated[dict[str, str], Field(max_length=32)] | None = None
+    node_selector: (
+        Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(max_length=32)] | None
+    ) = None
     """Node labels the pods must match."""
     tolerations: Annotated[list[Toleration], Field(max_length=32)] | None = None
     """Taints the pods tolerate."""
@@ -146,9 +151,33 @@ class Resource(BaseModel):
     plural: ClassVar[str]
     short_names: ClassVar[tuple[str, ...]]
     printer_columns: ClassVar[tuple[PrinterColumn, ...]]
+    # Names of the objects the operator creates derive from metadata.name: Indexed
+    # Job pods are `<name>-<index>-<random>`, Services need DNS-1035 labels.
+    max_name_length: ClassVar[int]
+    name_is_dns_label: ClassVar[bool]
+    name_reason: ClassVar[str]
 
     apiVersion: Literal["hanlin.dev/v1alpha1"] = GROUP_VERSION  # type: ignore[assignment]  # noqa: N815
     metadata: ObjectMeta
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> Resource:
+        name = self.metadata.name
+        if len(name) > self.max_name_length:
+            raise ValueError(self.name_rule_message())
+        if self.name_is_dns_label and not re.fullmatch(DNS_LABEL_PATTERN, name):
+            raise ValueError(self.name_rule_message())
+        return self
+
+    @classmethod
+    def name_rule_message(cls) -> str:
+        """What `metadata.name` must look like for this kind, and why."""
+        shape = (
+            ", start with a letter and contain only lowercase letters, digits and '-'"
+            if cls.name_is_dns_label
+            else ""
+        )
+        return f"metadata.name must be at most {cls.max_name_length} characters{shape} ({cls.name_reason})"
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest: camelCase keys, unset optional fields left out."""

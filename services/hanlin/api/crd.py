@@ -21,7 +21,7 @@ from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
 from hanlin.api.base import API_GROUP, API_VERSION, cel
-from hanlin.api.common import Resource
+from hanlin.api.common import DNS_LABEL_PATTERN, Resource
 from hanlin.api.loading import KINDS
 
 CATEGORY = "hanlin"
@@ -42,44 +42,6 @@ _KEEP = (
     "maxProperties",
     "required",
 )
-
-# Names of the pod-facing objects are derived from the resource name: Indexed Job
-# pods are `<name>-<index>-<random>` and Services need DNS-1035 labels.
-_NAME_RULES: dict[str, list[dict[str, str]]] = {
-    "TrainingJob": [
-        cel(
-            "self.metadata.name.size() <= 50",
-            "metadata.name must be at most 50 characters (it names the Job, its pods and the headless Service)",
-            field_path=".metadata.name",
-        ),
-        cel(
-            "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-            "metadata.name must start with a letter and contain only lowercase letters, digits and '-' (it names a Service)",
-            field_path=".metadata.name",
-        ),
-    ],
-    "EvalRun": [
-        cel(
-            "self.metadata.name.size() <= 50",
-            "metadata.name must be at most 50 characters (it names the Job and its pods)",
-            field_path=".metadata.name",
-        ),
-    ],
-    "ModelDeployment": [
-        cel(
-            "self.metadata.name.size() <= 55 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-            "metadata.name must be at most 55 characters, start with a letter and contain only lowercase letters, digits and '-' (it names a Service)",
-            field_path=".metadata.name",
-        ),
-    ],
-    "AgentService": [
-        cel(
-            "self.metadata.name.size() <= 55 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-            "metadata.name must be at most 55 characters, start with a letter and contain only lowercase letters, digits and '-' (it names a Service)",
-            field_path=".metadata.name",
-        ),
-    ],
-}
 
 
 class _FactoryDefaults(GenerateJsonSchema):
@@ -139,6 +101,10 @@ class _Converter:
             out["type"] = "object"
             props = node.get("properties")
             extra = node.get("additionalProperties")
+            if extra is None and node.get("patternProperties"):
+                # A map with constrained keys: CRDs cannot check key patterns, so the
+                # key rule is a CEL rule on the model; the values keep their schema.
+                (extra,) = node["patternProperties"].values()
             if props:
                 out["properties"] = {
                     name: self.convert(sub, in_status=in_status) for name, sub in props.items()
@@ -210,9 +176,12 @@ def resource_schema(model: type[Resource]) -> dict[str, Any]:
         },
         "required": ["spec"],
     }
-    rules = _NAME_RULES.get(model.__name__)
-    if rules:
-        root["x-kubernetes-validations"] = rules
+    name_rule = f"self.metadata.name.size() <= {model.max_name_length}"
+    if model.name_is_dns_label:
+        name_rule += f" && self.metadata.name.matches('{DNS_LABEL_PATTERN}')"
+    root["x-kubernetes-validations"] = [
+        cel(name_rule, model.name_rule_message(), field_path=".metadata.name")
+    ]
     return root
 
 

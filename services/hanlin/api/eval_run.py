@@ -88,6 +88,16 @@ class Benchmark(SpecModel):
                 "spec.benchmarks[].metric must be accuracy for a multiple-choice dataset",
                 field_path=".metric",
             ),
+            cel(
+                "!has(self.metric) || self.metric != 'perplexity' || (has(self.mode) && self.mode == 'ppl')",
+                "spec.benchmarks[].metric perplexity needs spec.benchmarks[].mode ppl",
+                field_path=".mode",
+            ),
+            cel(
+                "!has(self.metric) || !(self.metric in ['exactMatch', 'f1']) || !has(self.mode) || self.mode == 'gen'",
+                "spec.benchmarks[].metric exactMatch and f1 need spec.benchmarks[].mode gen",
+                field_path=".mode",
+            ),
         )
     }
 
@@ -118,6 +128,12 @@ an answer and score it. Unset: ppl for multiple choice, gen for open questions."
         ):
             raise ValueError(
                 "spec.benchmarks[].metric must be accuracy for a multiple-choice dataset"
+            )
+        if self.metric == "perplexity" and self.mode != "ppl":
+            raise ValueError("spec.benchmarks[].metric perplexity needs spec.benchmarks[].mode ppl")
+        if self.metric in ("exactMatch", "f1") and self.mode not in (None, "gen"):
+            raise ValueError(
+                "spec.benchmarks[].metric exactMatch and f1 need spec.benchmarks[].mode gen"
             )
         return self
 
@@ -280,6 +296,9 @@ class EvalRun(Resource):
 
     plural: ClassVar[str] = "evalruns"
     short_names: ClassVar[tuple[str, ...]] = ("er",)
+    max_name_length: ClassVar[int] = 50
+    name_is_dns_label: ClassVar[bool] = False
+    name_reason: ClassVar[str] = "it names the Job and its pods"
     printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
         PrinterColumn(
             name="Phase", type="string", json_path=".status.phase", description="Where the run is"

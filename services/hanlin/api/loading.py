@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
@@ -54,7 +55,12 @@ def explain(err: ValidationError) -> str:
         where = _location(tuple(e["loc"]))
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
-        if msg.startswith(("spec.", "spec:", "metadata", "kind", "apiVersion")) or not where:
+        # Model-level checks name their field generically (`spec.tools[].config`);
+        # put the concrete index back (`spec.tools[2].config`).
+        generic = re.sub(r"\[\d+\]", "[]", where)
+        if where and msg.startswith(generic) and generic != where:
+            lines.append(msg.replace(generic, where))
+        elif msg.startswith(("spec", "metadata", "kind", "apiVersion")) or not where:
             lines.append(msg)
         else:
             lines.append(f"{where}: {msg}")

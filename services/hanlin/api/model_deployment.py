@@ -274,6 +274,9 @@ class ModelDeployment(Resource):
 
     plural: ClassVar[str] = "modeldeployments"
     short_names: ClassVar[tuple[str, ...]] = ("md",)
+    max_name_length: ClassVar[int] = 55
+    name_is_dns_label: ClassVar[bool] = True
+    name_reason: ClassVar[str] = "it names the Deployment and its Service"
     printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
         PrinterColumn(
             name="Phase",

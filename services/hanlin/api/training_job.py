@@ -354,6 +354,9 @@ class TrainingJob(Resource):
 
     plural: ClassVar[str] = "trainingjobs"
     short_names: ClassVar[tuple[str, ...]] = ("tj",)
+    max_name_length: ClassVar[int] = 50
+    name_is_dns_label: ClassVar[bool] = True
+    name_reason: ClassVar[str] = "it names the Job, its pods and the headless Service"
     printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
         PrinterColumn(
             name="Method", type="string", json_path=".spec.method", description="Training method"
