@@ -169,9 +169,15 @@ def _fetch_files(
     return None
 
 
-def materialize(uri: str | StorageURI, cache: Path) -> Path:
-    """A local directory with the artifact's files: the path itself for file:// and
-    pvc:// (no copy), else a verified download under `cache`."""
+def materialize(uri: str | StorageURI, cache: Path, require_manifest: bool = True) -> Path:
+    """A local path with the content at `uri`: the path itself for file:// and
+    pvc:// (no copy), else a download under `cache`.
+
+    Artifacts we published are fetched and verified through their manifest.
+    Without `require_manifest`, a location with no manifest (a dataset or a base
+    model someone uploaded) is downloaded as is: a single object becomes a file,
+    a prefix a directory.
+    """
     target = parse_uri(uri)
     path = target.local_path()
     if path is not None:
@@ -180,5 +186,17 @@ def materialize(uri: str | StorageURI, cache: Path) -> Path:
         return path
     digest = hashlib.sha256(str(target).encode()).hexdigest()[:16]
     dest = Path(cache) / digest
-    fetch_dir(target, dest)
+    if require_manifest or is_published(target):
+        fetch_dir(target, dest)
+        return dest
+    backend = backend_for(target)
+    keys = backend.list()
+    if not keys:
+        raise StorageError(f"{target} does not exist")
+    if keys == [""]:
+        single = dest / target.key.rstrip("/").rpartition("/")[2]
+        backend.download("", single)
+        return single
+    for key in keys:
+        backend.download(key, dest / key)
     return dest

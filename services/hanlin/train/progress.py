@@ -1,0 +1,126 @@
+"""Progress reports: JSON lines on stdout, Prometheus gauges, a file, a bar.
+
+Every report is one JSON object per line (`step`, `totalSteps`, `loss`, `lr`,
+`tokensPerSecond`, `etaSeconds`, `epoch`), which the local runner and log
+scrapers parse. With HANLIN_METRICS_PORT set, the same numbers are served as
+`hanlin_train_*` Prometheus metrics; with HANLIN_PROGRESS_FILE, the latest
+report is also kept (atomically replaced) in that file for a status reporter.
+When stdout is a terminal a rich progress bar is drawn as well.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+
+@dataclass
+class Metrics:
+    """The training gauges, in their own registry (one per job)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.step = Gauge("hanlin_train_step", "Optimizer steps done", registry=r)
+        self.total = Gauge("hanlin_train_total_steps", "Optimizer steps planned", registry=r)
+        self.loss = Gauge("hanlin_train_loss", "Training loss of the last step", registry=r)
+        self.lr = Gauge("hanlin_train_learning_rate", "Current learning rate", registry=r)
+        self.tps = Gauge(
+            "hanlin_train_tokens_per_second",
+            "Training tokens per second, all processes",
+            registry=r,
+        )
+        self.eta = Gauge(
+            "hanlin_train_eta_seconds", "Estimated seconds to the last step", registry=r
+        )
+        self.tokens = Counter("hanlin_train_tokens", "Training tokens processed", registry=r)
+        self.checkpoints = Counter("hanlin_train_checkpoints", "Checkpoints published", registry=r)
+
+
+class Reporter:
+    """Turns step results into reports; only the main process reports."""
+
+    def __init__(self, total_steps: int, start_step: int, enabled: bool) -> None:
+        self.total = total_steps
+        self.enabled = enabled
+        self.metrics = Metrics()
+        self.metrics.total.set(total_steps)
+        self.started = time.monotonic()
+        self.start_step = start_step
+        self.file = os.environ.get("HANLIN_PROGRESS_FILE")
+        self._bar: Any = None
+        self._task: Any = None
+        port = os.environ.get("HANLIN_METRICS_PORT")
+        if enabled and port:
+            host = os.environ.get("HANLIN_METRICS_HOST", "127.0.0.1")
+            start_http_server(int(port), addr=host, registry=self.metrics.registry)
+        if enabled and sys.stdout.isatty():
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} loss {task.fields[loss]}"),
+                TimeRemainingColumn(),
+            )
+            self._task = self._bar.add_task(
+                "train", total=total_steps, completed=start_step, loss="-"
+            )
+            self._bar.start()
+
+    def report(
+        self, step: int, loss: float, lr: float, tokens: int, seconds: float, epoch: float
+    ) -> dict[str, Any]:
+        """Publish one step's numbers; returns the JSON object printed."""
+        tps = tokens / seconds if seconds > 0 else 0.0
+        done = step - self.start_step
+        elapsed = time.monotonic() - self.started
+        eta = int(elapsed / done * (self.total - step)) if done > 0 else None
+        line = {
+            "step": step,
+            "totalSteps": self.total,
+            "loss": round(loss, 6),
+            "lr": lr,
+            "tokensPerSecond": round(tps, 2),
+            "etaSeconds": eta,
+            "epoch": round(epoch, 4),
+        }
+        if not self.enabled:
+            return line
+        m = self.metrics
+        m.step.set(step)
+        m.loss.set(loss)
+        m.lr.set(lr)
+        m.tps.set(tps)
+        m.eta.set(eta or 0)
+        m.tokens.inc(tokens)
+        self.emit(line)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step, loss=f"{loss:.4f}")
+        return line
+
+    def emit(self, obj: dict[str, Any]) -> None:
+        """Print one JSON line (above the bar, if any) and update the progress file."""
+        text = json.dumps(obj)
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, flush=True)  # noqa: T201 - the JSON-lines protocol is stdout
+        if self.file:
+            path = Path(self.file)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+
+    def close(self) -> None:
+        """Stop the bar."""
+        if self._bar is not None:
+            self._bar.stop()
