@@ -32,8 +32,12 @@ class AgentSettings:
     api_key: str | None = None
     max_tokens: int = 512
     """Most tokens per model reply."""
+    temperature: float = 0.0
+    """Sampling temperature of the agent's model calls."""
     tools: list[JSONDict] = field(default_factory=list)
     """Tool specs: {builtin: NAME, config: {...}} or {remote: {url: URL}}."""
+    name: str = "hanlin-agent"
+    """The agent's name; /v1/chat/completions answers as this model."""
 
     def __post_init__(self) -> None:
         get_strategy(self.strategy)  # validates the name
@@ -55,6 +59,7 @@ class Agent:
             model=settings.model,
             api_key=settings.api_key,
             max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
         )
 
     def run(

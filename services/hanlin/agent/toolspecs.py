@@ -57,7 +57,14 @@ def tools_from_specs(specs: list[JSONDict]) -> list[Tool]:
             remote = spec["remote"]
             if not isinstance(remote, dict) or not isinstance(remote.get("url"), str):
                 raise ValueError(f"{where}.remote.url: required, the tool server's base URL")
-            tools.extend(remote_tools(remote["url"]))
+            offered = remote_tools(remote["url"])
+            wanted = remote.get("tools")
+            if wanted:
+                missing = sorted(set(wanted) - {t.name for t in offered})
+                if missing:
+                    raise ValueError(f"{where}.remote.tools: the server has no tools {missing}")
+                offered = [t for t in offered if t.name in wanted]
+            tools.extend(offered)
         else:
             raise ValueError(f"{where}: must have 'builtin' or 'remote'")
     return tools

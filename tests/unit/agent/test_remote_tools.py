@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from scripted_llm import free_port, wait_healthy
 
 from hanlin.agent.builtins.calculator import calculator_tool
 from hanlin.agent.builtins.retrieval import retrieval_tool
 from hanlin.agent.remote import remote_tools
 from hanlin.agent.runtime import Agent, AgentSettings
 from hanlin.agent.toolspecs import tools_from_specs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}"
-            )
-        try:
-            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not become healthy")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ _LIMIT_FIELDS = {
     "fileBytes": "file_bytes",
     "processes": "processes",
     "wallSeconds": "wall_seconds",
+    "timeoutSeconds": "wall_seconds",
     "outputBytes": "output_bytes",
 }
 

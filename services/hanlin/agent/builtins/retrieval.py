@@ -13,7 +13,7 @@ from hanlin import storage
 from hanlin.agent.tooling import Tool, ToolError, function_tool
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
-_KNOWN = {"uri", "topK"}
+_KNOWN = {"uri", "documentsUri", "topK"}
 
 
 def tokenize(text: str) -> list[str]:
@@ -104,7 +104,7 @@ def retrieval_tool(config: dict[str, Any] | None = None) -> Tool:
         raise ValueError(
             f"tools[retrieval].config: unknown fields {unknown} (known: {sorted(_KNOWN)})"
         )
-    uri = config.get("uri")
+    uri = config.get("uri", config.get("documentsUri"))
     if not isinstance(uri, str) or not uri:
         raise ValueError("tools[retrieval].config.uri: required, the storage URI of the documents")
     default_k = int(config.get("topK", 3))

@@ -1,0 +1,1 @@
+"""The agent's HTTP service: runs, sessions, tools, an OpenAI-compatible chat endpoint, metrics."""
