@@ -5,7 +5,7 @@ a *structural* OpenAPI v3.0 schema. The differences handled here: `$ref`s are
 inlined, `Optional[X]` (`anyOf: [X, null]`) becomes plain X (absent means unset),
 numeric `exclusiveMinimum: n` becomes `minimum: n, exclusiveMinimum: true`,
 free-form objects are marked `x-kubernetes-preserve-unknown-fields`, object
-defaults become `{}` (the API server then fills in the nested defaults), and
+defaults are written out in full (nested defaults included), and
 `additionalProperties: false` is dropped (unknown fields are refused by the
 server's strict field validation, and the two cannot be combined in a CRD).
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
@@ -50,7 +51,12 @@ class _FactoryDefaults(GenerateJsonSchema):
     def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
         factory = schema.get("default_factory")
         if factory is not None and not schema.get("default_factory_takes_data"):
-            return factory()  # type: ignore[call-arg]
+            value = factory()  # type: ignore[call-arg]
+            if isinstance(value, BaseModel):
+                # The whole object, nested defaults included: the API server checks a
+                # default against the CEL rules before any nested default applies.
+                return value.model_dump(mode="json", by_alias=True, exclude_none=True)
+            return value
         return schema.get("default", NoDefault)
 
 
@@ -116,8 +122,7 @@ class _Converter:
         if kind == "array":
             out["items"] = self.convert(node["items"], in_status=in_status)
         if "default" in node and node["default"] is not None and not in_status:
-            default = node["default"]
-            out["default"] = {} if isinstance(default, dict) else copy.deepcopy(default)
+            out["default"] = copy.deepcopy(node["default"])
         if out.get("required") == []:
             del out["required"]
         return out
@@ -180,7 +185,9 @@ def resource_schema(model: type[Resource]) -> dict[str, Any]:
     if model.name_is_dns_label:
         name_rule += f" && self.metadata.name.matches('{DNS_LABEL_PATTERN}')"
     root["x-kubernetes-validations"] = [
-        cel(name_rule, model.name_rule_message(), field_path=".metadata.name")
+        # No fieldPath: the schema does not describe metadata, so the server
+        # refuses paths into it; the message names the field instead.
+        cel(name_rule, model.name_rule_message())
     ]
     return root
 

@@ -180,6 +180,11 @@ class EvalRunSpec(SpecModel):
                 "spec.benchmarks is immutable",
                 field_path=".benchmarks",
             ),
+            cel(
+                "has(self.thresholds) == has(oldSelf.thresholds) && (!has(self.thresholds) || self.thresholds == oldSelf.thresholds)",
+                "spec.thresholds is immutable (the verdict must match the criteria it was computed for)",
+                field_path=".thresholds",
+            ),
         )
     }
 
@@ -208,7 +213,7 @@ class EvalRunSpec(SpecModel):
         | None
     ) = None
     """Pass criteria, `<benchmark>/<metric>: <op><number>` (e.g. `mmlu/accuracy: ">=0.5"`);
-`status.passed` is true only when every one holds. A ModelDeployment can wait for it."""
+`status.passed` is true only when every one holds. A ModelDeployment can wait for it. Immutable."""
     output: EvalOutput | None = None
     """Where to write the report; unset keeps only the summary in status."""
     resources: Resources = Field(default_factory=Resources)
