@@ -92,6 +92,28 @@ def test_invalid_resource_is_refused_naming_the_field(k8s: Any, ns: str, case: A
     assert case.expect in message, message
 
 
+def _cel_rules(node: dict[str, Any]) -> list[dict[str, str]]:
+    found = list(node.get("x-kubernetes-validations", []))
+    for sub in node.get("properties", {}).values():
+        found += _cel_rules(sub)
+    if "items" in node:
+        found += _cel_rules(node["items"])
+    return found
+
+
+def test_every_cel_rule_is_exercised_by_the_table(k8s: Any, ns: str) -> None:
+    from hanlin.api import KINDS
+    from hanlin.api.crd import build_crd
+
+    messages = " ".join(m for c in CASES if (m := _create(k8s, ns, c.doc, dry_run=True)))
+    for model in KINDS.values():
+        schema = build_crd(model)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for rule in _cel_rules(schema):
+            if "oldSelf" in rule["rule"]:
+                continue  # transition rules: test_immutable_fields_refuse_updates
+            assert rule["message"] in messages, f"no invalid case triggers: {rule['message']}"
+
+
 def _patch(k8s: Any, ns: str, kind: str, name: str, patch: dict[str, Any]) -> str | None:
     out = k8s.kubectl(
         "patch", kind, name, "-n", ns, "--type=merge", "-p", json.dumps(patch), check=False
