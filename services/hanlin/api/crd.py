@@ -13,6 +13,7 @@ server's strict field validation, and the two cannot be combined in a CRD).
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,12 @@ class _Converter:
         if kind == "array":
             out["items"] = self.convert(node["items"], in_status=in_status)
         if "default" in node and node["default"] is not None and not in_status:
-            out["default"] = copy.deepcopy(node["default"])
+            default = node["default"]
+            out["default"] = copy.deepcopy(default)
+            # `kubectl explain` does not print defaults: say it in the description.
+            if isinstance(default, bool | int | float | str) and "description" in out:
+                shown = json.dumps(default) if isinstance(default, bool) else default
+                out["description"] = f"{out['description']} Defaults to {shown}."
         if out.get("required") == []:
             del out["required"]
         return out
