@@ -91,9 +91,14 @@ def validate_resource(doc: Any, source: str = "<document>") -> AnyResource:
 
 def _read(path_or_text: str | Path) -> tuple[str, str]:
     if isinstance(path_or_text, Path):
+        if not path_or_text.is_file():
+            raise ResourceError(f"{path_or_text}: no such file")
         return path_or_text.read_text(encoding="utf-8"), str(path_or_text)
-    if "\n" not in path_or_text and Path(path_or_text).is_file():
-        return Path(path_or_text).read_text(encoding="utf-8"), path_or_text
+    if "\n" not in path_or_text:
+        if Path(path_or_text).is_file():
+            return Path(path_or_text).read_text(encoding="utf-8"), path_or_text
+        if path_or_text.endswith((".yaml", ".yml", ".json")):
+            raise ResourceError(f"{path_or_text}: no such file")
     return path_or_text, "<text>"
 
 

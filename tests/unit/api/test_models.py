@@ -104,6 +104,9 @@ def test_load_from_a_path_a_file_name_and_text(tmp_path: Path) -> None:
     assert isinstance(load_resource(path, EvalRun), EvalRun)
     with pytest.raises(ResourceError, match="kind: expected TrainingJob, got EvalRun"):
         load_resource(path, TrainingJob)
+    for missing in (tmp_path / "nope.yaml", str(tmp_path / "nope.yaml")):
+        with pytest.raises(ResourceError, match="nope.yaml: no such file"):
+            load_resource(missing)
 
 
 @pytest.mark.parametrize(
