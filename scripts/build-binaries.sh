@@ -49,7 +49,8 @@ wrapper() {
     echo "require $mod $ver"
     echo
     # local replaces in the published go.mod: "X => ./staging/src/X" or "X => ../X"
-    sed -n 's/^[[:space:]]*\(replace[[:space:]]\+\)\?\([^ ]\+\)[[:space:]]\+=>[[:space:]]\+\.\.\?\/.*$/\2/p' "$gomod" |
+    # (etcd also replaces modules it forbids with ./FORBIDDEN_DEPENDENCY: not ours to map)
+    grep -v FORBIDDEN_DEPENDENCY "$gomod" | sed -n 's/^[[:space:]]*\(replace[[:space:]]\+\)\?\([^ ]\+\)[[:space:]]\+=>[[:space:]]\+\.\.\?\/.*$/\2/p' |
       while read -r m; do echo "replace $m => $m $stagever"; done
   } > "$dir/go.mod"
 }

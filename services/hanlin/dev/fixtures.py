@@ -97,6 +97,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
 def s3(s3_server: dict[str, str]) -> Iterator[S3Bucket]:
     """A boto3 client and a fresh bucket, emptied and removed after the test."""
     import boto3
+    from botocore.config import Config
 
     client = boto3.client(
         "s3",
@@ -104,6 +105,8 @@ def s3(s3_server: dict[str, str]) -> Iterator[S3Bucket]:
         aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"],
         region_name=s3_server["AWS_DEFAULT_REGION"],
+        # SigV4 everywhere, presigned URLs included: the legacy V2 scheme is refused.
+        config=Config(signature_version="s3v4"),
     )
     bucket = "test-" + secrets.token_hex(6)
     client.create_bucket(Bucket=bucket)

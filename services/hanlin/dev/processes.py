@@ -18,6 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Children started by this process, kept so they are reaped (not left as zombies or
+# reported as leaked by Popen's finalizer) when `stop` runs in the same process.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 class AlreadyRunningError(RuntimeError):
     """The directory already holds running components."""
@@ -39,10 +43,10 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     # A zombie child of ours still answers kill(0); reap it so it reads as dead.
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        del _CHILDREN[pid]
+        return False
     return True
 
 
@@ -96,6 +100,7 @@ class ProcessGroup:
             env=env,
         )
         log.close()
+        _CHILDREN[proc.pid] = proc
         self.pids[name] = proc.pid
         self.save()
         return proc
