@@ -133,6 +133,7 @@ def test_immutable_fields_refuse_updates(k8s: Any, ns: str) -> None:
         "spec.model is immutable": {"spec": {"model": {"uri": "pvc://models/other"}}},
         "spec.adapter is immutable": {"spec": {"adapter": {"r": 16}}},
         "spec.data is immutable": {"spec": {"data": [{"uri": "s3://datasets/other.jsonl"}]}},
+        "spec.output.uri is immutable": {"spec": {"output": {"uri": "s3://artifacts/elsewhere"}}},
     }
     for message, patch in refused.items():
         err = _patch(k8s, ns, "trainingjob", "immutable-tj", patch)
@@ -142,6 +143,10 @@ def test_immutable_fields_refuse_updates(k8s: Any, ns: str) -> None:
 
     # what may change after creation does
     assert _patch(k8s, ns, "trainingjob", "immutable-tj", {"spec": {"suspend": True}}) is None
+    assert (
+        _patch(k8s, ns, "trainingjob", "immutable-tj", {"spec": {"output": {"mergeAdapter": True}}})
+        is None
+    )
     assert (
         _patch(
             k8s, ns, "trainingjob", "immutable-tj", {"spec": {"hyperparameters": {"maxSteps": 200}}}

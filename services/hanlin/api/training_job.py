@@ -195,7 +195,7 @@ class TrainingOutput(SpecModel):
     """Where the trained model goes."""
 
     uri: OutputURI
-    """Directory for the result (a Hugging Face model or adapter directory) and checkpoints: s3://, pvc:// or file://."""
+    """Directory for the result (a Hugging Face model or adapter directory) and checkpoints: s3://, pvc:// or file://. Immutable."""
     merge_adapter: bool = False
     """With an adapter: also write the base model with the adapter merged in (a plain model directory)."""
 
@@ -244,6 +244,11 @@ class TrainingJobSpec(SpecModel):
                 "self.data == oldSelf.data",
                 "spec.data is immutable",
                 field_path=".data",
+            ),
+            cel(
+                "self.output.uri == oldSelf.output.uri",
+                "spec.output.uri is immutable (the checkpoints a restarted job resumes from live there)",
+                field_path=".output.uri",
             ),
         )
     }
