@@ -70,6 +70,9 @@ class Containment:
     """'private-tmp' (fresh tmpfs over world-writable dirs) or 'workdir' (cwd only)."""
     user: str = "same"
     """'uid N' when the code ran as a separate unprivileged uid, else 'same'."""
+    processes: str = "process-group"
+    """How leftover processes are reaped: 'pid-namespace' (all die with the run),
+    'uid' (found and killed by uid), or 'process-group' (forking is refused instead)."""
     interpreter: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -201,7 +204,7 @@ class Sandbox:
         nproc = limits.processes
         if not self.separate_uid:
             # The limit counts every task of the real uid, the agent's threads included.
-            nproc += _tasks_of_uid(uid)[1]
+            nproc += _tasks_of_uid(uid)[1] + 2  # + the launcher and the sandbox's init
         try:
             (workdir / "main.py").write_text(code)
             if self.separate_uid:
@@ -214,6 +217,7 @@ class Sandbox:
                 "uid": uid if self.separate_uid else None,
                 "interpreter": self.interpreter,
                 "report_fd": report_w,
+                "parent_pid": os.getpid(),
                 "limits": asdict(limits),
                 "nproc": nproc,
                 "namespaces": self.namespaces,
@@ -252,6 +256,10 @@ class Sandbox:
             proc.stderr.close()
             with os.fdopen(report_r, "rb") as report_file:
                 report = json.loads(report_file.read() or b"{}")
+            if not report:
+                # The launcher failed before running the code: a platform problem, not the
+                # model's, so it is an error of the agent and propagates.
+                raise RuntimeError(f"sandbox launcher failed: {readers[1].text()[-1000:]}")
             code_ = proc.returncode
             if killed is None and code_ is not None and code_ < 0:
                 sig = signal.Signals(-code_)
@@ -268,6 +276,11 @@ class Sandbox:
                 network=report.get("network", "none"),
                 filesystem=report.get("filesystem", "workdir"),
                 user=f"uid {uid}" if self.separate_uid else "same",
+                processes="pid-namespace"
+                if report.get("pid_namespace")
+                else "uid"
+                if self.separate_uid
+                else "process-group",
                 interpreter=self.interpreter,
                 notes=notes,
             )
@@ -283,6 +296,14 @@ class Sandbox:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _kill_tree(self, proc: subprocess.Popen[bytes], uid: int) -> None:
+        if proc.poll() is None:
+            # The launcher stops its PID namespace and reaps it; then the group is killed
+            # for what is left (code run without a namespace ignores or outlives SIGTERM).
+            proc.terminate()
+            try:
+                proc.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                pass
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:

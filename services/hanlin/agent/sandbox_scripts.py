@@ -8,13 +8,13 @@ the untrusted code. Both use only the standard library.
 from __future__ import annotations
 
 LAUNCHER = r"""
-import ctypes, json, os, resource, sys
+import ctypes, json, os, resource, signal, sys
 
 cfg = json.loads(sys.argv[1])
-report = {"network": "none", "filesystem": "workdir", "notes": []}
+report = {"network": "none", "filesystem": "workdir", "pid_namespace": False, "notes": []}
 libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
-MS_REC, MS_PRIVATE, MS_BIND = 16384, 1 << 18, 4096
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 
 
@@ -23,18 +23,37 @@ def fail(msg):
     os._exit(125)
 
 
+def map_own_ids():
+    # Map our own ids to themselves: files keep their owner, and the capabilities the new
+    # namespace grants are dropped again when the non-root interpreter is exec'd.
+    uid, gid = os.getuid(), os.getgid()
+    for name, text in (("setgroups", "deny"), ("uid_map", "%d %d 1" % (uid, uid)),
+                       ("gid_map", "%d %d 1" % (gid, gid))):
+        with open("/proc/self/" + name, "w") as f:
+            f.write(text)
+
+
 namespaces = False
+base = CLONE_NEWNET | CLONE_NEWNS
 if not cfg["namespaces"]:
     report["notes"].append("namespaces turned off: network blocked by an audit hook only")
-elif libc.unshare(CLONE_NEWNET | CLONE_NEWNS) == 0:
-    namespaces = True
-elif os.geteuid() != 0 and libc.unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS) == 0:
-    namespaces = True
-    report["notes"].append("namespaces from an unprivileged user namespace")
 else:
-    report["notes"].append(
-        "no new namespaces (errno %d): network blocked by an audit hook only" % ctypes.get_errno()
-    )
+    attempts = [base | CLONE_NEWPID, base]
+    if os.geteuid() != 0:
+        attempts = [CLONE_NEWUSER | a for a in attempts]
+    for flags in attempts:
+        if libc.unshare(flags) == 0:
+            namespaces = True
+            report["pid_namespace"] = bool(flags & CLONE_NEWPID)
+            if flags & CLONE_NEWUSER:
+                map_own_ids()
+                report["notes"].append("namespaces from an unprivileged user namespace")
+            break
+    else:
+        report["notes"].append(
+            "no new namespaces (errno %d): network blocked by an audit hook only"
+            % ctypes.get_errno()
+        )
 if namespaces:
     report["network"] = "netns"
     workdir = cfg["workdir"]
@@ -74,33 +93,86 @@ for res, value in (
     hard = value + 1 if res == resource.RLIMIT_CPU else value
     resource.setrlimit(res, (value, hard))
 
-if cfg["uid"] is not None:
-    os.setgroups([])
-    os.setgid(cfg["uid"])
-    os.setuid(cfg["uid"])
-    if os.getuid() == 0 or os.geteuid() == 0:
-        fail("could not drop root")
-libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-# Set after setuid: a change of credentials clears the parent-death signal.
-libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
-if os.getppid() == 1:
-    os._exit(125)
 
-if not namespaces:
-    report["network"] = "audit-hook"
-fd = cfg["report_fd"]
-os.write(fd, json.dumps(report).encode())
-os.close(fd)
-env = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "HOME": cfg["workdir"],
-    "TMPDIR": cfg["workdir"],
-    "LANG": "C.UTF-8",
-    "HANLIN_SANDBOX_AUDIT": "1" if not namespaces else "0",
-}
-py = cfg["interpreter"]
-# -I ignores PYTHON* variables, so unbuffered output and no bytecode are flags.
-os.execve(py, [py, "-I", "-u", "-B", "-c", cfg["prelude"], "main.py"], env)
+def run_code(expected_parent):
+    if cfg["uid"] is not None:
+        os.setgroups([])
+        os.setgid(cfg["uid"])
+        os.setuid(cfg["uid"])
+        if os.getuid() == 0 or os.geteuid() == 0:
+            fail("could not drop root")
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    # Set after setuid: a change of credentials clears the parent-death signal.
+    libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+    if os.getppid() != expected_parent:  # the parent died before PDEATHSIG was armed
+        os._exit(125)
+    if not namespaces:
+        report["network"] = "audit-hook"
+    fd = cfg["report_fd"]
+    os.write(fd, json.dumps(report).encode())
+    os.close(fd)
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": cfg["workdir"],
+        "TMPDIR": cfg["workdir"],
+        "LANG": "C.UTF-8",
+        "HANLIN_SANDBOX_AUDIT": "1" if not namespaces else "0",
+    }
+    py = cfg["interpreter"]
+    # -I ignores PYTHON* variables, so unbuffered output and no bytecode are flags.
+    os.execve(py, [py, "-I", "-u", "-B", "-c", cfg["prelude"], "main.py"], env)
+
+
+if not report["pid_namespace"]:
+    run_code(cfg["parent_pid"])
+
+# With a PID namespace: a tiny init (pid 1) runs the code as pid 2. When init exits the
+# kernel kills everything left in the namespace, so no forked process outlives the run.
+# The code is not pid 1 itself because pid 1 ignores signals it has no handler for,
+# which would disarm the CPU limit's SIGXCPU.
+status_r, status_w = os.pipe()
+init = 0
+
+
+def stop(signum, frame):
+    # The agent asks us to stop (wall clock): kill init, and so the namespace, and reap it
+    # here, so that no zombie is left for whatever pid 1 the agent's container has.
+    if init:
+        os.kill(init, signal.SIGKILL)
+        os.waitpid(init, 0)
+    os._exit(137)
+
+
+signal.signal(signal.SIGTERM, stop)
+init = os.fork()
+if init == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.close(status_r)
+    # getppid() is 0 across the namespace border, so there is no race check here; the
+    # agent kills the whole process group anyway.
+    libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+    if libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0:
+        report["notes"].append("private /proc: only the sandbox's processes are visible")
+    code = os.fork()
+    if code == 0:
+        os.close(status_w)
+        run_code(1)
+    os.close(cfg["report_fd"])
+    _, status = os.waitpid(code, 0)
+    os.write(status_w, str(status).encode())
+    os._exit(0)
+os.close(status_w)
+os.close(cfg["report_fd"])
+data = os.read(status_r, 64)
+os.waitpid(init, 0)
+if not data:
+    fail("the sandbox init process died")
+status = int(data)
+if os.WIFSIGNALED(status):
+    sig = os.WTERMSIG(status)
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 125)
 """
 
 PRELUDE = r"""
@@ -109,9 +181,11 @@ import os, sys
 if os.environ.pop("HANLIN_SANDBOX_AUDIT", "0") == "1":
     _blocked = (
         "socket.", "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "subprocess.Popen",
-        "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.forkpty", "pty.spawn",
+        "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "pty.spawn",
     )
 
+    # Without a PID namespace a forked child could outlive the run; without a network
+    # namespace an exec'd program would not carry this hook. So neither is allowed.
     def _hook(event, args, _blocked=_blocked):
         if event.startswith(_blocked):
             raise PermissionError("sandbox: %s is not allowed here (no network)" % event)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import pytest
 
 from hanlin.agent.builtins.python_tool import limits_from_config, python_tool
 from hanlin.agent.runtime import Agent, AgentSettings
-from hanlin.agent.sandbox import Sandbox, SandboxLimits, _tasks_of_uid
+from hanlin.agent.sandbox import Sandbox, SandboxLimits, _tasks_of_uid, _world_usable
 from hanlin.agent.tooling import Toolbox
 
 LIMITS = SandboxLimits(cpu_seconds=2, wall_seconds=4.0, processes=8, memory_bytes=512 * 1024**2)
@@ -85,6 +88,55 @@ def test_audit_hook_fallback_refuses_sockets_and_exec() -> None:
     assert result.containment.network == "audit-hook"
     result = box.run("import subprocess\nsubprocess.run(['true'])\n")
     assert result.exit_code != 0 and "subprocess.Popen" in result.stderr
+    # Without a PID namespace a forked child could outlive the run, so fork is refused.
+    result = box.run("import os\nos.fork()\n")
+    assert result.exit_code != 0 and "os.fork" in result.stderr
+
+
+UNPRIVILEGED_AGENT = """
+import json, sys
+sys.path.insert(0, SERVICES)
+from hanlin.agent.sandbox import Sandbox, SandboxLimits
+box = Sandbox(SandboxLimits(cpu_seconds=2, wall_seconds=4.0, processes=8))
+out = {}
+for name, code in CASES.items():
+    r = box.run(code)
+    out[name] = {"exit": r.exit_code, "killed": r.killed, "stdout": r.stdout, "stderr": r.stderr[-300:]}
+out["containment"] = r.containment.__dict__
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to run the agent as an unprivileged user (as in a pod)",
+)
+def test_unprivileged_agent_keeps_the_sandbox() -> None:
+    """The agent as a non-root user, as in a pod: user namespaces or the audit hook contain it."""
+    cases = {
+        "socket": "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)\nprint('connected')",
+        "fork": "import os, time\nfor i in range(200):\n    os.fork()\ntime.sleep(60)",
+        "hello": "print('ok')",
+    }
+    services = str(Path(__file__).resolve().parents[3] / "services")
+    script = UNPRIVILEGED_AGENT.replace("SERVICES", repr(services)).replace("CASES", repr(cases))
+    python = next(p for p in (sys.executable, "/usr/bin/python3") if _world_usable(Path(p)))
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["hello"]["stdout"] == "ok\n"
+    assert "connected" not in out["socket"]["stdout"] and out["socket"]["exit"] != 0
+    assert out["fork"]["exit"] != 0
+    containment = out["containment"]
+    assert containment["network"] in ("netns", "audit-hook")
+    assert containment["processes"] in ("pid-namespace", "process-group")
+    assert subprocess.run(["pgrep", "-u", "65534"], capture_output=True).stdout == b""
 
 
 def test_fork_bomb_is_bounded_and_cleaned_up(sandbox: Sandbox) -> None:

@@ -144,7 +144,12 @@ class RunContext:
         try:
             return reply, parse(reply)
         except MalformedOutput as first:
-            self.record(Step("reprompt", f"malformed output: {first}"))
+            # Keep what the model said: a trace is how an operator debugs a prompt.
+            self.record(
+                Step(
+                    "reprompt", f"malformed output: {first}; the reply was: {reply.content[:500]!r}"
+                )
+            )
             messages.append({"role": "assistant", "content": reply.content})
             messages.append(
                 {
