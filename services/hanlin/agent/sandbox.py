@@ -202,7 +202,7 @@ class Sandbox:
         workdir = Path(tempfile.mkdtemp(prefix="hanlin-sbx-", dir=self.base_dir))
         uid = self._uid() if self.separate_uid else os.getuid()
         nproc = limits.processes
-        if not self.separate_uid:
+        if not self.separate_uid and os.geteuid() != 0:
             # The limit counts every task of the real uid, the agent's threads included.
             nproc += _tasks_of_uid(uid)[1] + 2  # + the launcher and the sandbox's init
         try:
