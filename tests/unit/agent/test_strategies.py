@@ -163,10 +163,17 @@ def test_plan_execute_malformed_and_max_steps(llm) -> None:
     result = make_agent(llm, "plan-execute").run("x")
     assert result.status == "failed" and "numbered plan" in (result.reason or "")
     act = 'Action: calculator\nAction Input: {"expression": "1"}'
-    llm.script("1. a\n2. b\n3. c", act, act, act)
+    llm.script("1. a\n2. b\n3. c")
     result = make_agent(llm, "plan-execute", max_steps=2).run("x")
-    assert result.status == "failed" and "maxSteps (2)" in (result.reason or "")
-    assert result.tool_steps == 2
+    assert result.status == "failed" and "maxSteps (2) leaves 2 steps for a plan of 3" in (
+        result.reason or ""
+    )
+    assert result.tool_steps == 0 and len(llm.requests) == 1
+    # Steps without a tool count too; a revision must fit in what is left.
+    llm.script("1. a\n2. b", act, "Result: done", "Revise:\n1. c", act)
+    result = make_agent(llm, "plan-execute", max_steps=2).run("x")
+    assert result.status == "failed" and "leaves 0 steps for a plan of 1" in (result.reason or "")
+    assert result.tool_steps == 2 and len(llm.requests) == 4
 
 
 def call(name: str, arguments: str) -> dict:

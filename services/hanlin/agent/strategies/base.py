@@ -165,9 +165,13 @@ class RunContext:
                 f"malformed model output after one corrective re-prompt: {second}"
             ) from None
 
-    def run_tool(self, name: str, arguments: Any) -> ToolResult:
-        """Run one tool call as a budgeted step, recording the action and its observation."""
-        self.budget.take_step()
+    def run_tool(self, name: str, arguments: Any, *, counted: bool = True) -> ToolResult:
+        """Run one tool call, recording the action and its observation.
+
+        It is one step of maxSteps unless `counted` is False (the caller already took it).
+        """
+        if counted:
+            self.budget.take_step()
         self.budget.check_time()
         args = arguments if isinstance(arguments, dict) else None
         self.record(Step("action", json.dumps(arguments), tool=name, arguments=args))

@@ -66,8 +66,8 @@ def parse_numbered(text: str) -> list[str]:
 
 
 class PlanExecute(Strategy):
-    """Plan, execute step by step, self-check; every tool call is one step of maxSteps,
-    and the self-check may revise the plan at most twice."""
+    """Plan, execute step by step, self-check; every executed plan step (with or without a
+    tool) is one step of maxSteps, and the self-check may revise the plan at most twice."""
 
     name = "plan-execute"
     max_revisions = 2
@@ -87,6 +87,11 @@ class PlanExecute(Strategy):
         done: list[str] = []
         revisions = 0
         while True:
+            left = ctx.budget.max_steps - ctx.budget.steps_used
+            if len(plan) > left:
+                raise AgentFailure(
+                    f"maxSteps ({ctx.budget.max_steps}) leaves {left} steps for a plan of {len(plan)}"
+                )
             for step in plan:
                 done.append(f"- {step}: {self._execute(ctx, task, plan, done, step, tools, names)}")
             check = ctx.base_messages()
@@ -155,9 +160,9 @@ class PlanExecute(Strategy):
                 return None, result.group(1).strip()
             raise MalformedOutput("expected 'Action:' with 'Action Input:', or 'Result:'")
 
-        ctx.budget.ensure_step_left()
+        ctx.budget.take_step()
         _, (tool, value) = ctx.ask(messages, parse, stop=["\nObservation:"])
         if tool is None:
             ctx.record(Step("thought", f"{step}: {value}"))
             return str(value)
-        return ctx.run_tool(tool, value).observation()
+        return ctx.run_tool(tool, value, counted=False).observation()
