@@ -1,0 +1,293 @@
+"""The engine core: requests in, incremental outputs out, one scheduler step at a time.
+
+`Engine` is synchronous and single-threaded (the Python API drives it
+directly); `hanlin.serve.async_engine.AsyncEngine` runs it on a background
+thread for the servers. REST and gRPC both sit on `AsyncEngine`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from hanlin.serve.config import EngineConfig
+from hanlin.serve.detokenizer import Detokenizer
+from hanlin.serve.errors import ErrorCode, RequestError
+from hanlin.serve.kv_cache import BlockManager
+from hanlin.serve.metrics import EngineMetrics
+from hanlin.serve.params import SamplingParams
+from hanlin.serve.runner import ModelRunner, StepInputs
+from hanlin.serve.sampler import sample, top_logprobs
+from hanlin.serve.scheduler import Scheduler, Sequence, Status
+
+Logprob = tuple[float, dict[int, float]]
+
+
+@dataclass
+class RequestOutput:
+    """What one step added to one request (deltas), and whether it is done."""
+
+    request_id: str
+    token_ids: list[int]
+    text: str
+    finished: bool
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    logprobs: list[Logprob] = field(default_factory=list)
+    prompt_logprobs: list[Logprob | None] | None = None
+
+
+class Engine:
+    """Continuous-batching generation over a paged KV cache."""
+
+    def __init__(self, config: EngineConfig, metrics: EngineMetrics | None = None) -> None:
+        from transformers import AutoTokenizer
+
+        from hanlin.serve.model import load_model
+
+        self.config = config
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(config.model)
+        self.metrics = metrics or EngineMetrics()
+        self.tp_group: Any = None
+        if config.tensor_parallel > 1:
+            from hanlin.serve.tensor_parallel import TensorParallelGroup
+
+            self.tp_group = TensorParallelGroup.start(config)
+            model = self.tp_group.model
+        else:
+            model = load_model(
+                config.model, quantization=config.quantization, adapters=config.adapters
+            )
+        self.model_config = model.cfg
+        num_blocks = config.num_blocks or max(
+            1, config.kv_cache_bytes // (ModelRunner.kv_bytes_per_token(model) * config.block_size)
+        )
+        self.runner = ModelRunner(model, num_blocks, config.block_size)
+        capacity = num_blocks * config.block_size
+        self.max_model_len = min(
+            config.max_model_len or model.cfg.max_position_embeddings,
+            model.cfg.max_position_embeddings,
+            capacity,
+        )
+        self.blocks = BlockManager(num_blocks, config.block_size, config.prefix_caching)
+        self.scheduler = Scheduler(self.blocks, config.max_batch_tokens, config.max_seqs)
+        self.seqs: dict[str, Sequence] = {}
+        self.eos = set(model.cfg.eos_token_ids)
+        if self.tokenizer.eos_token_id is not None:
+            self.eos.add(int(self.tokenizer.eos_token_id))
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def check_request(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        """Raise `RequestError` if the request can never run (bad params, too long)."""
+        params.validate()
+        if not prompt_ids:
+            raise RequestError(ErrorCode.INVALID_REQUEST, "prompt must not be empty", "prompt")
+        vocab = self.model_config.vocab_size
+        if any(t < 0 or t >= vocab for t in prompt_ids):
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST, f"prompt token ids must be in [0, {vocab})", "prompt"
+            )
+        if len(prompt_ids) + params.max_tokens > self.max_model_len:
+            raise RequestError(
+                ErrorCode.CONTEXT_TOO_LONG,
+                f"This model's maximum context length is {self.max_model_len} tokens. "
+                f"However, you requested {len(prompt_ids) + params.max_tokens} tokens "
+                f"({len(prompt_ids)} in the prompt, {params.max_tokens} for the completion). "
+                "Please reduce the prompt or max_tokens.",
+                "prompt",
+            )
+
+    def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
+        """Validate and queue one sequence (n > 1 is expanded by the caller)."""
+        self.check_request(prompt_ids, params)
+        if request_id in self.seqs:
+            raise RequestError(ErrorCode.INVALID_REQUEST, f"duplicate request id {request_id}")
+        seq = Sequence(request_id, list(prompt_ids), params)
+        if params.seed is not None:
+            seq.generator = torch.Generator().manual_seed(params.seed)
+        seq.detok = Detokenizer(
+            self.tokenizer, seq.prompt_ids, params.stop, params.skip_special_tokens
+        )
+        self.seqs[request_id] = seq
+        self.scheduler.add(seq)
+        self.metrics.prompt_tokens.inc(len(seq.prompt_ids))
+
+    def abort(self, request_id: str) -> None:
+        """Drop a request and free its blocks (no-op if already gone)."""
+        seq = self.seqs.pop(request_id, None)
+        if seq is not None and seq.status is not Status.FINISHED:
+            self.scheduler.finish(seq, "abort")
+            self.metrics.aborted.inc()
+
+    def has_work(self) -> bool:
+        """Whether a step would do anything."""
+        return self.scheduler.has_work()
+
+    @property
+    def num_waiting(self) -> int:
+        """Requests queued, not yet running."""
+        return len(self.scheduler.waiting)
+
+    # -- one step ---------------------------------------------------------------------------
+
+    def _inputs(self, work: list[tuple[Sequence, int]]) -> tuple[StepInputs, list[int]]:
+        bs = self.config.block_size
+        ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        decode_rows: list[int] = []
+        decode_ctx: list[list[int]] = []
+        prefills: list[tuple[int, int, torch.Tensor]] = []
+        logit_rows: list[int] = []
+        logit_owner: list[int] = []  # index into work for each logit row
+        for i, (seq, n) in enumerate(work):
+            start = len(ids)
+            all_ids = seq.all_ids
+            lo, hi = seq.num_computed, seq.num_computed + n
+            ids.extend(all_ids[lo:hi])
+            positions.extend(range(lo, hi))
+            table = seq.blocks
+            ctx_slots = [table[p // bs] * bs + p % bs for p in range(hi)]
+            slots.extend(ctx_slots[lo:hi])
+            if n == 1 and lo > 0:
+                decode_rows.append(start)
+                decode_ctx.append(ctx_slots)
+            else:
+                prefills.append((start, n, torch.tensor(ctx_slots, dtype=torch.long)))
+            if seq.wants_prompt_logprobs:
+                rows = range(start, start + n)
+            else:
+                rows = range(start + n - 1, start + n) if hi == seq.num_tokens else range(0)
+            logit_rows.extend(rows)
+            logit_owner.extend([i] * len(rows))
+        width = max((len(c) for c in decode_ctx), default=0)
+        padded = [c + [0] * (width - len(c)) for c in decode_ctx]
+        inputs = StepInputs(
+            input_ids=torch.tensor(ids, dtype=torch.long),
+            positions=torch.tensor(positions, dtype=torch.long),
+            slot_mapping=torch.tensor(slots, dtype=torch.long),
+            decode_rows=torch.tensor(decode_rows, dtype=torch.long),
+            decode_slots=torch.tensor(padded, dtype=torch.long).reshape(len(padded), width),
+            decode_lens=torch.tensor([len(c) for c in decode_ctx], dtype=torch.long),
+            prefills=prefills,
+            logit_rows=torch.tensor(logit_rows, dtype=torch.long),
+        )
+        return inputs, logit_owner
+
+    def step(self) -> list[RequestOutput]:
+        """Schedule, run the model once, sample, and report what changed."""
+        batch = self.scheduler.schedule()
+        self.metrics.preemptions.inc(len(batch.preempted))
+        if not batch.seqs:
+            return []
+        inputs, owner = self._inputs(batch.seqs)
+        logits = self.tp_group.execute(inputs) if self.tp_group else self.runner.execute(inputs)
+        rows_of: dict[int, list[int]] = {}
+        for row, i in enumerate(owner):
+            rows_of.setdefault(i, []).append(row)
+        to_sample: list[tuple[Sequence, torch.Tensor]] = []
+        outputs: list[RequestOutput] = []
+        for i, (seq, n) in enumerate(batch.seqs):
+            rows = rows_of.get(i, [])
+            if seq.wants_prompt_logprobs:
+                self._prompt_logprobs(seq, n, logits[rows])
+            seq.num_computed += n
+            self.scheduler.register_full_blocks(seq)
+            if seq.num_computed == seq.num_tokens:
+                if len(seq.output_ids) >= seq.params.max_tokens:
+                    self._finish(seq, "length")
+                    outputs.append(self._output(seq, []))
+                else:
+                    to_sample.append((seq, logits[rows[-1]]))
+        if to_sample:
+            outputs.extend(self._sample(to_sample))
+        self.metrics.set_state(len(self.scheduler.running), self.num_waiting, self.blocks.usage)
+        return outputs
+
+    def _prompt_logprobs(self, seq: Sequence, n: int, logits: torch.Tensor) -> None:
+        """Record logprobs of the prompt tokens these rows predict (the first token: None)."""
+        k = seq.params.prompt_logprobs or 0
+        if not seq.prompt_logprobs:
+            seq.prompt_logprobs.append(None)
+        lp = torch.log_softmax(logits, dim=-1)
+        for j in range(n):
+            pos = seq.num_computed + j  # row j predicts token pos + 1
+            if pos + 1 != len(seq.prompt_logprobs) or pos + 1 >= len(seq.prompt_ids):
+                continue
+            seq.prompt_logprobs.append(top_logprobs(lp[j], seq.prompt_ids[pos + 1], k))
+
+    def _sample(self, items: list[tuple[Sequence, torch.Tensor]]) -> list[RequestOutput]:
+        seqs = [s for s, _ in items]
+        logits = torch.stack([row for _, row in items])
+        tokens = sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
+        want_lp = any(s.params.logprobs is not None for s in seqs)
+        logprobs = torch.log_softmax(logits, dim=-1) if want_lp else None
+        now = time.monotonic()
+        outputs = []
+        for j, (seq, token) in enumerate(zip(seqs, tokens, strict=True)):
+            seq.output_ids.append(token)
+            self.metrics.generation_tokens.inc()
+            if seq.first_token_time is None:
+                seq.first_token_time = now
+                self.metrics.ttft.observe(now - seq.arrival)
+            new_lp: list[Logprob] = []
+            if logprobs is not None and seq.params.logprobs is not None:
+                new_lp.append(top_logprobs(logprobs[j], token, seq.params.logprobs))
+                seq.output_logprobs.extend(new_lp)
+            p = seq.params
+            reason: str | None = None
+            if token in p.stop_token_ids or (token in self.eos and not p.ignore_eos):
+                reason = "stop"
+            elif seq.detok.add(token):
+                reason = "stop"
+            elif len(seq.output_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
+                reason = "length"
+            if reason:
+                self._finish(seq, reason)
+            outputs.append(self._output(seq, [token], new_lp))
+        return outputs
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        self.scheduler.finish(seq, reason)
+        self.seqs.pop(seq.request_id, None)
+        now = time.monotonic()
+        self.metrics.e2e.observe(now - seq.arrival)
+        self.metrics.finished.labels(reason).inc()
+        if seq.first_token_time is not None and len(seq.output_ids) > 1:
+            self.metrics.tpot.observe((now - seq.first_token_time) / (len(seq.output_ids) - 1))
+
+    def _output(
+        self,
+        seq: Sequence,
+        tokens: list[int],
+        new_lp: list[Logprob] | None = None,
+    ) -> RequestOutput:
+        finished = seq.status is Status.FINISHED
+        prompt_lp: list[Logprob | None] | None = None
+        if seq.params.prompt_logprobs is not None and not seq.prompt_logprobs_sent:
+            prompt_lp = list(seq.prompt_logprobs)
+            seq.prompt_logprobs_sent = True
+        return RequestOutput(
+            request_id=seq.request_id,
+            token_ids=tokens,
+            text=seq.detok.delta(finished),
+            finished=finished,
+            finish_reason=seq.finish_reason,
+            prompt_tokens=len(seq.prompt_ids),
+            completion_tokens=len(seq.output_ids),
+            logprobs=new_lp or [],
+            prompt_logprobs=prompt_lp,
+        )
+
+    def shutdown(self) -> None:
+        """Stop tensor-parallel workers, if any."""
+        if self.tp_group is not None:
+            self.tp_group.shutdown()
+            self.tp_group = None

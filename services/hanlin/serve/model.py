@@ -1,0 +1,339 @@
+"""A Llama-family decoder whose attention reads and writes the paged KV cache.
+
+Covers Llama, SmolLM and Qwen2 (q/k/v biases) checkpoints in HF safetensors
+layout. Every step runs the whole batch as one flat sequence of tokens through
+the linear layers (that is where batching pays); attention is batched for
+decode tokens and done per sequence for prefill chunks. Tensor parallelism
+shards heads and the MLP's intermediate dimension (column-parallel in,
+row-parallel out, one all-reduce after each) over `torch.distributed`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hanlin.serve.adapters import merge_adapters
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The parts of an HF Llama-style config the engine needs."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    eos_token_ids: tuple[int, ...]
+
+    @classmethod
+    def from_dir(cls, model_dir: Path) -> ModelConfig:
+        """Read `config.json` (and the eos ids of `generation_config.json`)."""
+        raw: dict[str, Any] = json.loads((model_dir / "config.json").read_text())
+        arch = (raw.get("architectures") or ["?"])[0]
+        if arch not in ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"):
+            raise ValueError(f"config.json architectures: unsupported architecture {arch!r}")
+        rope = raw.get("rope_parameters") or {}
+        theta = float(rope.get("rope_theta", raw.get("rope_theta", 10000.0)))
+        if rope.get("rope_type", "default") != "default" or raw.get("rope_scaling"):
+            raise ValueError(
+                "config.json rope_scaling: only the default rotary embedding is served"
+            )
+        eos: list[int] = []
+        for source in (raw, _read_json(model_dir / "generation_config.json")):
+            value = source.get("eos_token_id")
+            eos.extend([value] if isinstance(value, int) else list(value or []))
+        heads = int(raw["num_attention_heads"])
+        return cls(
+            vocab_size=int(raw["vocab_size"]),
+            hidden_size=int(raw["hidden_size"]),
+            intermediate_size=int(raw["intermediate_size"]),
+            num_layers=int(raw["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=int(raw.get("num_key_value_heads", heads)),
+            head_dim=int(raw.get("head_dim") or raw["hidden_size"] // heads),
+            rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+            rope_theta=theta,
+            max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
+            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+            eos_token_ids=tuple(dict.fromkeys(eos)),
+        )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+@dataclass
+class AttentionBatch:
+    """Per-step attention metadata, built once and shared by every layer."""
+
+    slot_mapping: torch.Tensor  # [T] flat cache slot for each new token
+    decode_rows: torch.Tensor  # [B] rows of the flat batch that are single decode tokens
+    decode_slots: torch.Tensor  # [B, L] cache slots of each decode sequence's context
+    decode_mask: torch.Tensor  # [B, 1, 1, L] True where a slot is real context
+    prefills: list[tuple[int, int, torch.Tensor, torch.Tensor | None]]
+    # (first row, rows, context slots [ctx], causal mask [rows, ctx] or None for plain causal)
+
+
+@dataclass(frozen=True)
+class TensorParallel:
+    """Which shard this process holds."""
+
+    rank: int = 0
+    size: int = 1
+
+    def split(self, total: int) -> tuple[int, int]:
+        """[start, end) of this rank's share of `total` units, as even as possible."""
+        base, extra = divmod(total, self.size)
+        start = self.rank * base + min(self.rank, extra)
+        return start, start + base + (1 if self.rank < extra else 0)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm, computed in fp32 like the reference implementation."""
+
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size), requires_grad=False)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+class DecoderLayer(nn.Module):
+    """One transformer block; heads and MLP columns are this rank's shard."""
+
+    def __init__(self, cfg: ModelConfig, tp: TensorParallel, qkv_bias: bool) -> None:
+        super().__init__()
+        kv_lo, kv_hi = tp.split(cfg.num_kv_heads)
+        group = cfg.num_heads // cfg.num_kv_heads
+        self.kv_heads = kv_hi - kv_lo
+        self.heads = self.kv_heads * group
+        self.head_dim = cfg.head_dim
+        i_lo, i_hi = tp.split(cfg.intermediate_size)
+        self.inter = i_hi - i_lo
+        d = cfg.head_dim
+        self.input_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        # q, k and v fused into one matmul, gate and up into another: fewer, larger GEMMs.
+        self.qkv: nn.Linear = nn.Linear(
+            cfg.hidden_size, (self.heads + 2 * self.kv_heads) * d, bias=qkv_bias
+        )
+        self.o: nn.Linear = nn.Linear(self.heads * d, cfg.hidden_size, bias=False)
+        self.gate_up: nn.Linear = nn.Linear(cfg.hidden_size, 2 * self.inter, bias=False)
+        self.down: nn.Linear = nn.Linear(self.inter, cfg.hidden_size, bias=False)
+        self.tp = tp
+
+    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tp.size > 1:
+            torch.distributed.all_reduce(x)
+        return x
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor],
+        batch: AttentionBatch,
+    ) -> torch.Tensor:
+        t = x.shape[0]
+        d = self.head_dim
+        h = self.input_norm(x)
+        qkv = self.qkv(h)
+        q = qkv[:, : self.heads * d].view(t, self.heads, d)
+        k = qkv[:, self.heads * d : (self.heads + self.kv_heads) * d].view(t, self.kv_heads, d)
+        v = qkv[:, (self.heads + self.kv_heads) * d :].view(t, self.kv_heads, d)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        k_cache, v_cache = cache
+        k_cache.index_copy_(0, batch.slot_mapping, k)
+        v_cache.index_copy_(0, batch.slot_mapping, v)
+        out = torch.empty_like(q)
+        if batch.decode_rows.numel():
+            qd = q.index_select(0, batch.decode_rows).unsqueeze(2)  # [B, H, 1, D]
+            kd = k_cache[batch.decode_slots].transpose(1, 2)  # [B, KV, L, D]
+            vd = v_cache[batch.decode_slots].transpose(1, 2)
+            od = F.scaled_dot_product_attention(
+                qd, kd, vd, attn_mask=batch.decode_mask, enable_gqa=True
+            )
+            out.index_copy_(0, batch.decode_rows, od.squeeze(2))
+        for start, rows, slots, mask in batch.prefills:
+            qp = q[start : start + rows].transpose(0, 1).unsqueeze(0)  # [1, H, R, D]
+            kp = k_cache[slots].transpose(0, 1).unsqueeze(0)  # [1, KV, C, D]
+            vp = v_cache[slots].transpose(0, 1).unsqueeze(0)
+            op = F.scaled_dot_product_attention(
+                qp, kp, vp, attn_mask=mask, is_causal=mask is None, enable_gqa=True
+            )
+            out[start : start + rows] = op.squeeze(0).transpose(0, 1)
+        x = x + self._reduce(self.o(out.reshape(t, self.heads * d)))
+        gu = self.gate_up(self.post_norm(x))
+        x = x + self._reduce(self.down(F.silu(gu[:, : self.inter]) * gu[:, self.inter :]))
+        return x
+
+
+def _inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    exponents = torch.arange(0, cfg.head_dim, 2, dtype=torch.int64).float() / cfg.head_dim
+    return 1.0 / (cfg.rope_theta**exponents)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class LlamaModel(nn.Module):
+    """Embedding, decoder layers, final norm and (possibly tied) output head."""
+
+    inv_freq: torch.Tensor
+
+    def __init__(self, cfg: ModelConfig, tp: TensorParallel, qkv_bias: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tp = tp
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, tp, qkv_bias) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.head: torch.Tensor | None = None
+        if not cfg.tie_word_embeddings:
+            self.register_buffer("head", torch.empty(cfg.vocab_size, cfg.hidden_size))
+        self.register_buffer("inv_freq", _inv_freq(cfg), persistent=False)
+
+    def decoder_layers(self) -> list[DecoderLayer]:
+        """The layers, typed."""
+        return [layer for layer in self.layers if isinstance(layer, DecoderLayer)]
+
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin [T, 1, head_dim] for the given absolute positions."""
+        freqs = positions.float()[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos()[:, None, :], emb.sin()[:, None, :]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        caches: list[tuple[torch.Tensor, torch.Tensor]],
+        batch: AttentionBatch,
+        logit_rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """Run one step; return fp32 logits for `logit_rows` of the flat batch."""
+        x = self.embed(input_ids)
+        cos, sin = self.rope(positions)
+        for layer, cache in zip(self.decoder_layers(), caches, strict=True):
+            x = layer(x, cos, sin, cache, batch)
+        h = self.norm(x.index_select(0, logit_rows))
+        head = self.embed.weight if self.head is None else self.head
+        return F.linear(h, head).float()
+
+
+def load_model(
+    model_dir: Path,
+    tp: TensorParallel | None = None,
+    quantization: str | None = None,
+    adapters: list[Path] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> LlamaModel:
+    """Load an HF safetensors directory (this rank's shard), merging PEFT adapters."""
+    from safetensors.torch import load_file
+
+    tp = tp or TensorParallel()
+    cfg = ModelConfig.from_dir(model_dir)
+    if tp.size > cfg.num_kv_heads:
+        raise ValueError(
+            f"tensorParallel={tp.size} exceeds the model's {cfg.num_kv_heads} key/value heads"
+        )
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"model directory {model_dir} has no *.safetensors files")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    state = {k.removeprefix("model."): v.float() for k, v in state.items()}
+    for adapter in adapters or []:
+        merge_adapters(state, adapter)
+    qkv_bias = "layers.0.self_attn.q_proj.bias" in state
+    with torch.device("meta"):
+        model = LlamaModel(cfg, tp, qkv_bias)
+    model = model.to_empty(device="cpu")
+    _fill(model, cfg, tp, state)
+    model = model.to(dtype)
+    if quantization and quantization != "none":
+        from hanlin.quant import quantize_model
+
+        bits = {"int8": 8, "int4": 4}.get(quantization)
+        if bits is None:
+            raise ValueError(f"quantization must be none, int8 or int4, got {quantization!r}")
+        quantize_model(model.layers, bits=bits, group_size=32)
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def _fill(
+    model: LlamaModel, cfg: ModelConfig, tp: TensorParallel, state: dict[str, torch.Tensor]
+) -> None:
+    d = cfg.head_dim
+    group = cfg.num_heads // cfg.num_kv_heads
+    kv_lo, kv_hi = tp.split(cfg.num_kv_heads)
+    q_rows = slice(kv_lo * group * d, kv_hi * group * d)
+    kv_rows = slice(kv_lo * d, kv_hi * d)
+    i_lo, i_hi = tp.split(cfg.intermediate_size)
+    with torch.no_grad():
+        # Built on the meta device: buffers computed in __init__ must be recomputed.
+        model.inv_freq.copy_(_inv_freq(cfg))
+        model.embed.weight.copy_(state["embed_tokens.weight"])
+        model.norm.weight.copy_(state["norm.weight"])
+        if model.head is not None:
+            model.head.copy_(state["lm_head.weight"])
+        for i, layer in enumerate(model.decoder_layers()):
+            p = f"layers.{i}."
+            a = p + "self_attn."
+            layer.input_norm.weight.copy_(state[p + "input_layernorm.weight"])
+            layer.post_norm.weight.copy_(state[p + "post_attention_layernorm.weight"])
+            layer.qkv.weight.copy_(
+                torch.cat(
+                    (
+                        state[a + "q_proj.weight"][q_rows],
+                        state[a + "k_proj.weight"][kv_rows],
+                        state[a + "v_proj.weight"][kv_rows],
+                    )
+                )
+            )
+            if layer.qkv.bias is not None:
+                layer.qkv.bias.copy_(
+                    torch.cat(
+                        (
+                            state[a + "q_proj.bias"][q_rows],
+                            state[a + "k_proj.bias"][kv_rows],
+                            state[a + "v_proj.bias"][kv_rows],
+                        )
+                    )
+                )
+            layer.o.weight.copy_(state[a + "o_proj.weight"][:, q_rows])
+            m = p + "mlp."
+            layer.gate_up.weight.copy_(
+                torch.cat(
+                    (
+                        state[m + "gate_proj.weight"][i_lo:i_hi],
+                        state[m + "up_proj.weight"][i_lo:i_hi],
+                    )
+                )
+            )
+            layer.down.weight.copy_(state[m + "down_proj.weight"][:, i_lo:i_hi])

@@ -1,0 +1,73 @@
+"""Runs one step of the model over the paged cache: the part every TP rank executes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hanlin.serve.model import AttentionBatch, LlamaModel
+
+
+@dataclass
+class StepInputs:
+    """Everything a rank needs to run a step (plain tensors: cheap to broadcast)."""
+
+    input_ids: torch.Tensor  # [T]
+    positions: torch.Tensor  # [T]
+    slot_mapping: torch.Tensor  # [T]
+    decode_rows: torch.Tensor  # [B]
+    decode_slots: torch.Tensor  # [B, L]
+    decode_lens: torch.Tensor  # [B]
+    prefills: list[tuple[int, int, torch.Tensor]]  # (first row, rows, context slots)
+    logit_rows: torch.Tensor  # [R]
+
+
+class ModelRunner:
+    """Owns a model shard and its slice of the KV cache."""
+
+    def __init__(self, model: LlamaModel, num_blocks: int, block_size: int) -> None:
+        self.model = model
+        kv_heads = model.decoder_layers()[0].kv_heads
+        shape = (num_blocks * block_size, kv_heads, model.cfg.head_dim)
+        dtype = model.embed.weight.dtype
+        self.caches = [
+            (torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype))
+            for _ in range(model.cfg.num_layers)
+        ]
+
+    @staticmethod
+    def kv_bytes_per_token(model: LlamaModel) -> int:
+        """Cache bytes one token takes on this rank (all layers, K and V)."""
+        layer = model.decoder_layers()[0]
+        size = model.embed.weight.element_size()
+        return 2 * model.cfg.num_layers * layer.kv_heads * model.cfg.head_dim * size
+
+    def _attention_batch(self, s: StepInputs) -> AttentionBatch:
+        width = s.decode_slots.shape[1] if s.decode_slots.ndim == 2 else 0
+        mask = torch.arange(width)[None, :] < s.decode_lens[:, None]
+        prefills: list[tuple[int, int, torch.Tensor, torch.Tensor | None]] = []
+        for start, rows, slots in s.prefills:
+            ctx = slots.numel()
+            causal: torch.Tensor | None = None
+            if ctx != rows:
+                # Query i sits at absolute position ctx - rows + i and sees keys up to it.
+                q_pos = torch.arange(ctx - rows, ctx)[:, None]
+                causal = torch.arange(ctx)[None, :] <= q_pos
+            prefills.append((start, rows, slots, causal))
+        return AttentionBatch(
+            slot_mapping=s.slot_mapping,
+            decode_rows=s.decode_rows,
+            decode_slots=s.decode_slots,
+            decode_mask=mask[:, None, None, :],
+            prefills=prefills,
+        )
+
+    @torch.inference_mode()
+    def execute(self, s: StepInputs) -> torch.Tensor:
+        """Run the step; return fp32 logits for `s.logit_rows`."""
+        batch = self._attention_batch(s)
+        logits: torch.Tensor = self.model(
+            s.input_ids, s.positions, self.caches, batch, s.logit_rows
+        )
+        return logits
