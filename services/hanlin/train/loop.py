@@ -122,6 +122,7 @@ class Result:
     final_loss: float | None
     steps: int
     resumed_from: int
+    model: nn.Module | None = None  # the trained model, for callers in this process
 
 
 def _gather_rng(world: World) -> list[dict[str, Any]]:
@@ -264,4 +265,4 @@ def _train(spec: TrainingJobSpec, world: World, workdir: Path | None) -> Result:
     reporter.close()
     if world.size > 1:
         dist.barrier()
-    return Result(artifact, last_loss, state.step, resumed_from)
+    return Result(artifact, last_loss, state.step, resumed_from, model)

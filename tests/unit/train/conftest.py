@@ -57,7 +57,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from hanlin.train.tokenizer import byte_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-llama")
-    cfg = dict(TINY_LLAMA)
+    # A wide initialisation gives the frozen base features and an output head
+    # strong enough for a small adapter to memorize with, as a pretrained base would.
+    cfg = dict(TINY_LLAMA, initializer_range=0.3)
     cfg = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
