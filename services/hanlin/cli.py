@@ -14,14 +14,26 @@ import typer
 # name -> (module holding a typer app called `app`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("hanlin_operator.cli", "Run the kopf operator that reconciles Hanlin resources."),
-    "train": ("hanlin.train.cli", "Run a TrainingJob workload (pretrain, continue, SFT; full/LoRA/QLoRA)."),
-    "eval": ("hanlin.eval.cli", "Run an EvalRun workload (ppl and gen benchmarks), or merge shards."),
+    "train": (
+        "hanlin.train.cli",
+        "Run a TrainingJob workload (pretrain, continue, SFT; full/LoRA/QLoRA).",
+    ),
+    "eval": (
+        "hanlin.eval.cli",
+        "Run an EvalRun workload (ppl and gen benchmarks), or merge shards.",
+    ),
     "serve": ("hanlin.serve.cli", "Serve a model: OpenAI REST + gRPC, continuous batching, TP."),
-    "agent": ("hanlin.agent.cli", "Run an AgentService: ReAct / ReWOO / plan-execute agents over HTTP."),
+    "agent": (
+        "hanlin.agent.cli",
+        "Run an AgentService: ReAct / ReWOO / plan-execute agents over HTTP.",
+    ),
     "tools": ("hanlin.agent.tools_cli", "Serve tools over HTTP with an OpenAPI document."),
     "run": ("hanlin.run.cli", "Run resources from a YAML file as local processes (no cluster)."),
     "crds": ("hanlin.api.cli", "Generate or check the CRD YAML from the API models."),
-    "dev": ("hanlin.dev.cli", "Developer tooling: a real control plane, an S3 server, the test model."),
+    "dev": (
+        "hanlin.dev.cli",
+        "Developer tooling: a real control plane, an S3 server, the test model.",
+    ),
 }
 
 
