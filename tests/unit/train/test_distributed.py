@@ -1,0 +1,51 @@
+"""Two processes (torchrun, gloo) give the same model as one with the same global batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from runs import free_port, run_cli, tensors, write_spec
+
+from conftest import TINY_LLAMA, make_job
+from hanlin.train.loop import train
+
+
+def ddp_spec(data: Path, output: Path, batch: int, procs: int) -> dict[str, Any]:
+    return {
+        "method": "pretrain",
+        "model": {"config": TINY_LLAMA},
+        "data": [{"uri": f"file://{data}", "format": "text"}],
+        "hyperparameters": {
+            "maxSteps": 4,
+            "learningRate": 1e-2,
+            "batchSize": batch,
+            "gradientAccumulation": 1,
+            "seqLen": 48,
+            "seed": 7,
+        },
+        "resources": {"procsPerNode": procs},
+        "output": {"uri": f"file://{output}"},
+    }
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(tmp_path: Path) -> None:
+    data = tmp_path / "corpus.txt"
+    # Documents of different lengths, so the two ranks see different token counts.
+    data.write_text("\n\n".join(f"document {i} " + "abc xyz " * (i % 7 + 1) for i in range(60)))
+    one = train(make_job(**ddp_spec(data, tmp_path / "one", batch=4, procs=1)))
+    lines = run_cli(
+        write_spec(tmp_path / "two.yaml", ddp_spec(data, tmp_path / "two", batch=2, procs=2)),
+        env={"MASTER_PORT": str(free_port())},
+    )
+    losses = [line["loss"] for line in lines if "loss" in line]
+    assert len(losses) == 4  # only rank 0 reports
+    assert losses[-1] == pytest.approx(one.final_loss, abs=1e-4)
+    a = tensors(tmp_path / "one" / "model" / "model.safetensors")
+    b = tensors(tmp_path / "two" / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
