@@ -99,10 +99,10 @@ class AsyncEngine:
         """Validate a request without queueing it."""
         self.engine.check_request(prompt_ids, params)
 
-    async def generate(
+    def submit(
         self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None
-    ) -> AsyncIterator[RequestOutput]:
-        """Stream outputs of one sequence; closing the iterator early aborts it."""
+    ) -> RequestStream:
+        """Validate and queue a sequence now (raising `RequestError` at once); stream it later."""
         if not self.healthy:
             raise RequestError(ErrorCode.ENGINE_DEAD, f"the engine stopped: {self.error!r}")
         self.engine.check_request(prompt_ids, params)
@@ -121,23 +121,56 @@ class AsyncEngine:
             self._inbox.adds.append((rid, list(prompt_ids), params))
             self._pending += 1
         self._wake.set()
-        finished = False
+        return RequestStream(self, rid, queue)
+
+    def abort(self, request_id: str) -> None:
+        """Abort a request (frees its blocks on the next engine iteration)."""
+        self._streams.pop(request_id, None)
+        with self._lock:
+            self._inbox.aborts.append(request_id)
+        self._wake.set()
+
+    async def generate(
+        self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[RequestOutput]:
+        """Stream outputs of one sequence; closing the iterator early aborts it."""
+        async for out in self.submit(prompt_ids, params, request_id):
+            yield out
+
+
+class RequestStream:
+    """The outputs of one submitted sequence; stopping early (or `abort()`) aborts it."""
+
+    def __init__(self, engine: AsyncEngine, request_id: str, queue: asyncio.Queue[object]):
+        self.engine = engine
+        self.request_id = request_id
+        self._queue = queue
+        self.finished = False
+
+    def abort(self) -> None:
+        """Abort unless already finished."""
+        if not self.finished:
+            self.finished = True
+            self.engine.abort(self.request_id)
+
+    def __aiter__(self) -> AsyncIterator[RequestOutput]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[RequestOutput]:
         try:
             while True:
-                item = await queue.get()
+                item = await self._queue.get()
                 if isinstance(item, RequestError):
-                    finished = True
+                    self.finished = True
                     raise item
                 if isinstance(item, BaseException):
+                    self.finished = True
                     raise RequestError(ErrorCode.ENGINE_DEAD, f"the engine failed: {item!r}")
                 assert isinstance(item, RequestOutput)
+                if item.finished:
+                    self.finished = True
                 yield item
                 if item.finished:
-                    finished = True
                     return
         finally:
-            self._streams.pop(rid, None)
-            if not finished:
-                with self._lock:
-                    self._inbox.aborts.append(rid)
-                self._wake.set()
+            self.abort()

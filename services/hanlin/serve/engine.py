@@ -125,6 +125,7 @@ class Engine:
         if seq is not None and seq.status is not Status.FINISHED:
             self.scheduler.finish(seq, "abort")
             self.metrics.aborted.inc()
+            self.metrics.set_state(len(self.scheduler.running), self.num_waiting, self.blocks.usage)
 
     def has_work(self) -> bool:
         """Whether a step would do anything."""

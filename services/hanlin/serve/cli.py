@@ -1,0 +1,90 @@
+"""`hanlin serve`: the model server of a ModelDeployment (REST and gRPC on one engine)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Serve a model over OpenAI-compatible REST and gRPC.")
+
+
+@app.callback(invoke_without_command=True)
+def serve(
+    spec: Annotated[
+        Path | None, typer.Option(help="A ModelDeployment resource (what the operator mounts).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model directory or URI (overrides spec.model).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="REST port (0: REST off).")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port (0: gRPC off).")] = 0,
+    tensor_parallel: Annotated[
+        int | None, typer.Option(help="Processes sharding the model.")
+    ] = None,
+    quantization: Annotated[str | None, typer.Option(help="none, int8 or int4.")] = None,
+    served_model_name: Annotated[str | None, typer.Option(help="Model id clients send.")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="Prompt + output limit.")] = None,
+    max_batch_tokens: Annotated[int | None, typer.Option(help="Token budget per step.")] = None,
+    max_seqs: Annotated[int | None, typer.Option(help="Sequences running at once.")] = None,
+    max_queue: Annotated[int, typer.Option(help="Waiting requests before 429.")] = 256,
+    kv_cache_mib: Annotated[int, typer.Option(help="KV cache memory per rank, MiB.")] = 512,
+    threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the API key (unset: no auth).")
+    ] = "HANLIN_API_KEY",
+) -> None:
+    """Load the model and serve until interrupted."""
+    from hanlin.serve.config import EngineConfig
+    from hanlin.serve.launch import resolve_model, run_servers
+
+    options: dict[str, object] = {}
+    name = served_model_name
+    source = model
+    if spec is not None:
+        from hanlin.api import load_resource
+        from hanlin.api.model_deployment import ModelDeployment
+
+        resource = load_resource(spec, ModelDeployment)
+        engine = resource.spec.engine
+        options.update(
+            tensor_parallel=engine.tensor_parallel,
+            quantization=engine.quantization,
+            max_model_len=engine.max_model_len,
+            max_batch_tokens=engine.max_batch_tokens,
+            max_seqs=engine.max_seqs,
+        )
+        name = name or resource.spec.model.name or resource.metadata.name
+        if source is None:
+            if resource.spec.model.uri is None:
+                raise typer.BadParameter(
+                    "spec.model.trainingJobRef must be resolved by the operator: pass --model",
+                    param_hint="--model",
+                )
+            source = str(resource.spec.model.uri)
+        if not resource.spec.api.rest:
+            port = 0
+    if source is None:
+        raise typer.BadParameter("give --model DIR or --spec FILE", param_hint="--model")
+    overrides = {
+        "tensor_parallel": tensor_parallel,
+        "quantization": quantization,
+        "max_model_len": max_model_len,
+        "max_batch_tokens": max_batch_tokens,
+        "max_seqs": max_seqs,
+    }
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    if options.get("quantization") == "none":
+        options["quantization"] = None
+    config = EngineConfig(
+        model=resolve_model(source),
+        served_model_name=name,
+        max_queue=max_queue,
+        kv_cache_bytes=kv_cache_mib * 2**20,
+        num_threads=threads,
+        **options,  # type: ignore[arg-type]
+    )
+    run_servers(config, host, port, grpc_port, os.environ.get(api_key_env) or None)

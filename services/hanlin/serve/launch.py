@@ -1,0 +1,59 @@
+"""Start the engine and its transports (REST with uvicorn, gRPC) in one process."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from hanlin.serve.config import EngineConfig
+
+
+def resolve_model(source: str) -> Path:
+    """A local model directory for a path or a storage URI (downloaded to the cache)."""
+    if "://" not in source:
+        path = Path(source)
+        if not (path / "config.json").exists():
+            raise ValueError(f"--model {source}: not a model directory (no config.json)")
+        return path
+    from hanlin.dev.paths import cache_dir
+    from hanlin.storage.artifacts import materialize
+
+    return materialize(source, cache_dir() / "serve", require_manifest=False)
+
+
+def run_servers(
+    config: EngineConfig, host: str, port: int, grpc_port: int, api_key: str | None
+) -> None:
+    """Serve until interrupted."""
+    import uvicorn
+
+    from hanlin.serve.async_engine import AsyncEngine
+    from hanlin.serve.engine import Engine
+    from hanlin.serve.router import create_app
+
+    engine = AsyncEngine(Engine(config))
+    engine.start()
+
+    async def main() -> None:
+        grpc_server = None
+        if grpc_port:
+            from hanlin.serve.grpc_server import start_grpc
+
+            grpc_server = await start_grpc(engine, config.name, host, grpc_port, api_key)
+        try:
+            if port:
+                app = create_app(engine, config.name, api_key)
+                server = uvicorn.Server(
+                    uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+                )
+                await server.serve()
+            elif grpc_server is not None:
+                await grpc_server.wait_for_termination()
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=2)
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.stop()

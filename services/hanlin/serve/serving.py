@@ -1,0 +1,447 @@
+"""OpenAI completions and chat over the engine: requests in, responses or SSE chunks out.
+
+Transport-free: the router turns a `RequestError` into OpenAI error JSON; gRPC
+reuses `AsyncEngine` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from hanlin.serve.async_engine import AsyncEngine, RequestStream
+from hanlin.serve.engine import Logprob, RequestOutput
+from hanlin.serve.errors import ErrorCode, RequestError
+from hanlin.serve.params import SamplingParams
+from hanlin.serve.protocol import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatLogprobs,
+    ChatResponseMessage,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    DeltaMessage,
+    TokenLogprob,
+    TopLogprob,
+    UsageInfo,
+    _Sampling,
+)
+
+
+@dataclass
+class _Choice:
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[Logprob] = field(default_factory=list)
+    prompt_logprobs: list[Logprob | None] | None = None
+    finish_reason: str | None = None
+
+
+def sse(payload: dict[str, Any] | str) -> str:
+    """One server-sent event line."""
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n"
+
+
+async def merge(streams: list[RequestStream]) -> AsyncIterator[tuple[int, RequestOutput]]:
+    """Interleave several request streams; leaving early aborts the unfinished ones."""
+    queue: asyncio.Queue[tuple[int, RequestOutput | BaseException | None]] = asyncio.Queue()
+
+    async def pump(i: int, stream: RequestStream) -> None:
+        try:
+            async for item in stream:
+                await queue.put((i, item))
+            await queue.put((i, None))
+        except Exception as exc:
+            await queue.put((i, exc))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        remaining = len(streams)
+        while remaining:
+            i, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield i, item
+    finally:
+        for t in tasks:
+            t.cancel()
+        for s in streams:
+            s.abort()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class OpenAIServing:
+    """Completions and chat completions for one served model."""
+
+    def __init__(self, engine: AsyncEngine, model_name: str) -> None:
+        self.engine = engine
+        self.model_name = model_name
+        self.tokenizer: Any = engine.engine.tokenizer
+        self.max_model_len = engine.engine.max_model_len
+
+    # -- shared -------------------------------------------------------------------------------
+
+    def check_model(self, name: str) -> None:
+        """Refuse requests for a model this server does not serve."""
+        if name != self.model_name:
+            raise RequestError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"The model `{name}` does not exist; this server serves `{self.model_name}`.",
+                "model",
+            )
+
+    def _params(
+        self,
+        req: _Sampling,
+        max_tokens: int,
+        logprobs: int | None,
+        prompt_logprobs: int | None,
+        seed_offset: int,
+    ) -> SamplingParams:
+        if req.presence_penalty or req.frequency_penalty:
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                "presence_penalty and frequency_penalty are not supported (send 0)",
+                "presence_penalty" if req.presence_penalty else "frequency_penalty",
+            )
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            top_k=max(req.top_k, 0),
+            seed=None if req.seed is None else req.seed + seed_offset,
+            stop=req.stop_list(),
+            stop_token_ids=list(req.stop_token_ids or []),
+            ignore_eos=req.ignore_eos,
+            logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
+        )
+
+    def _submit(
+        self, prompts: list[list[int]], params: list[SamplingParams]
+    ) -> list[RequestStream]:
+        streams: list[RequestStream] = []
+        try:
+            for ids, p in zip(prompts, params, strict=True):
+                streams.append(self.engine.submit(ids, p))
+        except RequestError:
+            for s in streams:
+                s.abort()
+            raise
+        return streams
+
+    def _token_text(self, token: int) -> str:
+        return str(self.tokenizer.decode([token]))
+
+    def _default_max_tokens(self, prompt: list[int], requested: int | None) -> int:
+        if requested is not None:
+            return requested
+        return max(int(self.max_model_len) - len(prompt), 0)
+
+    # -- completions ----------------------------------------------------------------------------
+
+    def _completion_prompts(self, req: CompletionRequest) -> list[tuple[str, list[int]]]:
+        p = req.prompt
+        if isinstance(p, str):
+            texts: list[str | list[int]] = [p]
+        elif p and all(isinstance(x, int) for x in p):
+            texts = [list(p)]  # type: ignore[arg-type]
+        else:
+            texts = list(p)  # type: ignore[arg-type]
+        if not texts:
+            raise RequestError(ErrorCode.INVALID_REQUEST, "prompt must not be empty", "prompt")
+        out: list[tuple[str, list[int]]] = []
+        for t in texts:
+            if isinstance(t, str):
+                out.append((t, list(self.tokenizer(t).input_ids)))
+            else:
+                out.append((str(self.tokenizer.decode(t)), list(t)))
+        return out
+
+    def _start_completion(
+        self, req: CompletionRequest
+    ) -> tuple[list[tuple[str, list[int]]], list[RequestStream]]:
+        self.check_model(req.model)
+        if req.suffix:
+            raise RequestError(ErrorCode.INVALID_REQUEST, "suffix is not supported", "suffix")
+        prompts = self._completion_prompts(req)
+        ids: list[list[int]] = []
+        params: list[SamplingParams] = []
+        for _, prompt in prompts:
+            for j in range(req.n):
+                ids.append(prompt)
+                params.append(
+                    self._params(
+                        req,
+                        16 if req.max_tokens is None else req.max_tokens,
+                        req.logprobs,
+                        req.logprobs if req.echo and req.logprobs is not None else None,
+                        j,
+                    )
+                )
+        return prompts, self._submit(ids, params)
+
+    def _completion_logprobs(
+        self, req: CompletionRequest, prompt_ids: list[int], c: _Choice
+    ) -> CompletionLogprobs | None:
+        if req.logprobs is None:
+            return None
+        out = CompletionLogprobs()
+        pairs: list[tuple[int, Logprob | None]] = []
+        if req.echo:
+            plp = c.prompt_logprobs or [None] * len(prompt_ids)
+            pairs.extend(zip(prompt_ids, plp, strict=True))
+        pairs.extend(zip(c.token_ids, c.logprobs, strict=False))
+        offset = 0
+        for token, lp in pairs:
+            text = self._token_text(token)
+            out.tokens.append(text)
+            out.text_offset.append(offset)
+            offset += len(text)
+            if lp is None:
+                out.token_logprobs.append(None)
+                out.top_logprobs.append(None)
+            else:
+                out.token_logprobs.append(lp[0])
+                top = {self._token_text(t): v for t, v in lp[1].items()}
+                top.setdefault(text, lp[0])
+                out.top_logprobs.append(top)
+        return out
+
+    async def completion(self, req: CompletionRequest) -> CompletionResponse:
+        """A whole (non-streamed) completion."""
+        prompts, streams = self._start_completion(req)
+        choices = [_Choice() for _ in streams]
+        async for i, out in merge(streams):
+            _accumulate(choices[i], out)
+        result: list[CompletionChoice] = []
+        for i, c in enumerate(choices):
+            text, prompt_ids = prompts[i // req.n]
+            result.append(
+                CompletionChoice(
+                    index=i,
+                    text=(text if req.echo else "") + c.text,
+                    logprobs=self._completion_logprobs(req, prompt_ids, c),
+                    finish_reason=c.finish_reason,
+                )
+            )
+        return CompletionResponse(
+            model=self.model_name, choices=result, usage=_usage(prompts, choices)
+        )
+
+    async def completion_stream(self, req: CompletionRequest) -> AsyncIterator[str]:
+        """SSE chunks of a completion (validation errors raise before the first chunk)."""
+        prompts, streams = self._start_completion(req)
+        return self._completion_events(req, prompts, streams)
+
+    async def _completion_events(
+        self,
+        req: CompletionRequest,
+        prompts: list[tuple[str, list[int]]],
+        streams: list[RequestStream],
+    ) -> AsyncIterator[str]:
+        rid = CompletionResponse(model=self.model_name, choices=[]).id
+        choices = [_Choice() for _ in streams]
+        try:
+            if req.echo:
+                for i in range(len(streams)):
+                    chunk = CompletionResponse(
+                        id=rid,
+                        model=self.model_name,
+                        choices=[CompletionChoice(index=i, text=prompts[i // req.n][0])],
+                    )
+                    yield sse(chunk.model_dump(exclude_none=False))
+            async for i, out in merge(streams):
+                _accumulate(choices[i], out)
+                lp = None
+                if req.logprobs is not None and out.token_ids:
+                    lp = self._completion_logprobs(
+                        req.model_copy(update={"echo": False}),
+                        [],
+                        _Choice(token_ids=out.token_ids, logprobs=out.logprobs),
+                    )
+                if not out.text and not out.finished and lp is None:
+                    continue
+                chunk = CompletionResponse(
+                    id=rid,
+                    model=self.model_name,
+                    choices=[
+                        CompletionChoice(
+                            index=i, text=out.text, logprobs=lp, finish_reason=out.finish_reason
+                        )
+                    ],
+                )
+                yield sse(chunk.model_dump())
+            if req.stream_options and req.stream_options.include_usage:
+                chunk = CompletionResponse(
+                    id=rid, model=self.model_name, choices=[], usage=_usage(prompts, choices)
+                )
+                yield sse(chunk.model_dump())
+        except RequestError as exc:
+            yield sse(error_body(exc))
+        yield sse("[DONE]")
+
+    # -- chat -------------------------------------------------------------------------------------
+
+    def _chat_prompt(self, req: ChatCompletionRequest) -> list[int]:
+        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        try:
+            ids = self.tokenizer.apply_chat_template(
+                messages,
+                tools=req.tools,
+                add_generation_prompt=req.add_generation_prompt,
+                tokenize=True,
+                return_dict=False,
+            )
+        except Exception as exc:  # a template that refuses these messages
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST, f"cannot apply the chat template: {exc}", "messages"
+            ) from None
+        if isinstance(ids, dict):
+            ids = ids["input_ids"]
+        return [int(t) for t in ids]
+
+    def _start_chat(self, req: ChatCompletionRequest) -> tuple[list[int], list[RequestStream]]:
+        self.check_model(req.model)
+        prompt = self._chat_prompt(req)
+        requested = req.max_completion_tokens if req.max_tokens is None else req.max_tokens
+        if requested is None and len(prompt) >= self.max_model_len:
+            requested = 1  # let the engine produce the standard too-long message
+        max_tokens = self._default_max_tokens(prompt, requested)
+        top = (req.top_logprobs or 0) if req.logprobs else None
+        params = [self._params(req, max_tokens, top, None, j) for j in range(req.n)]
+        return prompt, self._submit([prompt] * req.n, params)
+
+    def _chat_logprobs(self, tokens: list[int], lps: list[Logprob]) -> ChatLogprobs:
+        content = []
+        for token, (value, top) in zip(tokens, lps, strict=False):
+            text = self._token_text(token)
+            content.append(
+                TokenLogprob(
+                    token=text,
+                    logprob=value,
+                    bytes=list(text.encode()),
+                    top_logprobs=[
+                        TopLogprob(
+                            token=(t := self._token_text(i)), logprob=v, bytes=list(t.encode())
+                        )
+                        for i, v in top.items()
+                    ],
+                )
+            )
+        return ChatLogprobs(content=content)
+
+    async def chat(self, req: ChatCompletionRequest) -> ChatCompletionResponse:
+        """A whole (non-streamed) chat completion."""
+        prompt, streams = self._start_chat(req)
+        choices = [_Choice() for _ in streams]
+        async for i, out in merge(streams):
+            _accumulate(choices[i], out)
+        return ChatCompletionResponse(
+            model=self.model_name,
+            choices=[
+                ChatChoice(
+                    index=i,
+                    message=ChatResponseMessage(content=c.text),
+                    logprobs=self._chat_logprobs(c.token_ids, c.logprobs) if req.logprobs else None,
+                    finish_reason=c.finish_reason,
+                )
+                for i, c in enumerate(choices)
+            ],
+            usage=_usage([("", prompt)], choices),
+        )
+
+    async def chat_stream(self, req: ChatCompletionRequest) -> AsyncIterator[str]:
+        """SSE chunks of a chat completion (validation errors raise before the first chunk)."""
+        prompt, streams = self._start_chat(req)
+        return self._chat_events(req, prompt, streams)
+
+    async def _chat_events(
+        self, req: ChatCompletionRequest, prompt: list[int], streams: list[RequestStream]
+    ) -> AsyncIterator[str]:
+        rid = ChatCompletionResponse(model="", choices=[], usage=UsageInfo()).id
+        choices = [_Choice() for _ in streams]
+        try:
+            for i in range(len(streams)):
+                first = ChatCompletionChunk(
+                    id=rid,
+                    model=self.model_name,
+                    choices=[
+                        ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))
+                    ],
+                )
+                yield sse(first.model_dump(exclude_none=True))
+            async for i, out in merge(streams):
+                _accumulate(choices[i], out)
+                if not out.text and not out.finished:
+                    continue
+                choice = ChatChunkChoice(
+                    index=i,
+                    delta=DeltaMessage(content=out.text or None),
+                    logprobs=self._chat_logprobs(out.token_ids, out.logprobs)
+                    if req.logprobs
+                    else None,
+                    finish_reason=out.finish_reason,
+                )
+                chunk = ChatCompletionChunk(id=rid, model=self.model_name, choices=[choice])
+                yield sse(chunk.model_dump(exclude_none=True) | _null_finish(choice))
+            if req.stream_options and req.stream_options.include_usage:
+                chunk = ChatCompletionChunk(
+                    id=rid, model=self.model_name, choices=[], usage=_usage([("", prompt)], choices)
+                )
+                yield sse(chunk.model_dump(exclude_none=True))
+        except RequestError as exc:
+            yield sse(error_body(exc))
+        yield sse("[DONE]")
+
+
+def _null_finish(choice: ChatChunkChoice) -> dict[str, Any]:
+    # OpenAI sends "finish_reason": null on every chunk but the last; keep the key.
+    dumped = choice.model_dump(exclude_none=True)
+    dumped.setdefault("finish_reason", None)
+    dumped.setdefault("logprobs", None)
+    return {"choices": [dumped]}
+
+
+def _accumulate(c: _Choice, out: RequestOutput) -> None:
+    c.text += out.text
+    c.token_ids.extend(out.token_ids)
+    c.logprobs.extend(out.logprobs)
+    if out.prompt_logprobs is not None:
+        c.prompt_logprobs = out.prompt_logprobs
+    if out.finished:
+        c.finish_reason = out.finish_reason
+
+
+def _usage(prompts: list[tuple[str, list[int]]], choices: list[_Choice]) -> UsageInfo:
+    prompt_tokens = sum(len(ids) for _, ids in prompts)
+    completion = sum(len(c.token_ids) for c in choices)
+    return UsageInfo(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion,
+        total_tokens=prompt_tokens + completion,
+    )
+
+
+def error_body(exc: RequestError) -> dict[str, Any]:
+    """The OpenAI error JSON for a `RequestError`."""
+    return {
+        "error": {
+            "message": exc.message,
+            "type": exc.code.error_type,
+            "param": exc.param,
+            "code": exc.code.name.lower(),
+        }
+    }

@@ -1,0 +1,227 @@
+"""`hanlin serve` as a real process, driven by the official `openai` client and httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import torch
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+API_KEY = "test-key-123"
+MODEL = "smol"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    env = dict(os.environ, HANLIN_API_KEY=API_KEY)
+    cmd = [
+        sys.executable, "-m", "hanlin.cli", "serve", "--model", str(model_dir),
+        "--port", str(port), "--served-model-name", MODEL, "--max-model-len", "256",
+        "--max-seqs", "4", "--max-queue", "4", "--kv-cache-mib", "64",
+    ]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def hf_model(model_dir: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=API_KEY, max_retries=0)
+
+
+def _metric(server: str, name: str) -> float:
+    for line in httpx.get(f"{server}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} missing from /metrics")
+
+
+def test_models(client: openai.OpenAI) -> None:
+    assert [m.id for m in client.models.list().data] == [MODEL]
+
+
+def test_completion_greedy_is_deterministic(client: openai.OpenAI) -> None:
+    kwargs: dict[str, Any] = {"model": MODEL, "prompt": "The capital of France is"}
+    a = client.completions.create(**kwargs, max_tokens=12, temperature=0)
+    b = client.completions.create(**kwargs, max_tokens=12, temperature=0)
+    assert a.choices[0].text == b.choices[0].text and a.choices[0].text
+    assert a.choices[0].finish_reason in ("length", "stop")
+    assert a.usage is not None and a.usage.prompt_tokens == 5
+    assert a.usage.total_tokens == a.usage.prompt_tokens + a.usage.completion_tokens
+
+
+def test_echo_prompt_logprobs_match_hf(
+    client: openai.OpenAI, model_dir: Path, tokenizer: Any, hf_model: Any
+) -> None:
+    text = "Water boils at 100 degrees Celsius at sea level."
+    ids = tokenizer(text).input_ids
+    res = client.completions.create(
+        model=MODEL, prompt=ids, max_tokens=0, echo=True, logprobs=1, temperature=0
+    )
+    lp = res.choices[0].logprobs
+    assert lp is not None and res.choices[0].text == text
+    assert len(lp.token_logprobs) == len(ids) and lp.token_logprobs[0] is None
+    with torch.no_grad():
+        ref = torch.log_softmax(hf_model(torch.tensor([ids])).logits[0].float(), -1)
+    expected = [float(ref[i, ids[i + 1]]) for i in range(len(ids) - 1)]
+    assert lp.token_logprobs[1:] == pytest.approx(expected, abs=1e-3)
+    assert "".join(lp.tokens) == text and lp.text_offset[0] == 0
+
+
+def test_chat_and_stream_agree(client: openai.OpenAI) -> None:
+    messages: list[Any] = [{"role": "user", "content": "Name a color."}]
+    whole = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=16, temperature=0, logprobs=True, top_logprobs=2
+    )
+    choice = whole.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.logprobs is not None and choice.logprobs.content
+    assert len(choice.logprobs.content[0].top_logprobs) == 2
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, reasons, usage = [], [], None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for c in chunk.choices:
+            pieces.append(c.delta.content or "")
+            reasons.append(c.finish_reason)
+    assert "".join(pieces) == choice.message.content
+    assert reasons[-1] == choice.finish_reason
+    assert usage is not None and usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+
+
+def test_sampling_seed_n_and_stop(client: openai.OpenAI) -> None:
+    kwargs: dict[str, Any] = {
+        "model": MODEL, "prompt": "Once upon a time", "max_tokens": 12, "temperature": 1.0,
+    }  # fmt: skip
+    a = client.completions.create(**kwargs, seed=7, n=2)
+    b = client.completions.create(**kwargs, seed=7, n=2)
+    assert [c.text for c in a.choices] == [c.text for c in b.choices]
+    assert len(a.choices) == 2 and [c.index for c in a.choices] == [0, 1]
+    greedy = client.completions.create(
+        model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0
+    )
+    stop = greedy.choices[0].text.strip()[:2]
+    cut = client.completions.create(
+        model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0, stop=[stop]
+    )
+    assert stop not in cut.choices[0].text and cut.choices[0].finish_reason == "stop"
+
+
+def test_errors(client: openai.OpenAI, server: str) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="nope", prompt="hi", max_tokens=1)
+    with pytest.raises(openai.BadRequestError, match="maximum context length is 256"):
+        client.completions.create(model=MODEL, prompt="word " * 300, max_tokens=1)
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        client.completions.create(model=MODEL, prompt="hi", temperature=5)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server}/v1", api_key="wrong").models.list()
+    bad = httpx.post(
+        f"{server}/v1/completions",
+        content=b"{not json",
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_overload_gives_429_and_server_survives(server: str) -> None:
+    async def burst() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        body = {"model": MODEL, "prompt": "Tell me a story", "max_tokens": 8, "temperature": 0}
+        async with httpx.AsyncClient(base_url=server, headers=headers, timeout=300) as c:
+            return await asyncio.gather(*(c.post("/v1/completions", json=body) for _ in range(24)))
+
+    responses = asyncio.run(burst())
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 429} and 429 in codes and 200 in codes
+    refused = next(r for r in responses if r.status_code == 429)
+    assert refused.headers["Retry-After"] and refused.json()["error"]["type"] == "rate_limit_error"
+    assert httpx.get(f"{server}/health").status_code == 200
+
+
+def test_aborted_streams_free_the_cache(server: str) -> None:
+    async def one(c: httpx.AsyncClient) -> None:
+        body = {
+            "model": MODEL, "prompt": "Count to one hundred: 1, 2, 3,", "max_tokens": 200,
+            "temperature": 0, "stream": True,
+        }  # fmt: skip
+        async with c.stream("POST", "/v1/completions", json=body) as r:
+            if r.status_code == 429:
+                return
+            assert r.status_code == 200
+            async for line in r.aiter_lines():
+                if line.startswith("data:"):
+                    break  # first generated text: blocks are held; now hang up
+
+    async def run() -> None:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with httpx.AsyncClient(base_url=server, headers=headers, timeout=300) as c:
+            for _ in range(50):
+                await asyncio.gather(*(one(c) for _ in range(4)))
+
+    asyncio.run(run())
+    deadline = time.monotonic() + 30
+    while _metric(server, "hanlin_kv_cache_usage_ratio") > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _metric(server, "hanlin_kv_cache_usage_ratio") == 0
+    assert _metric(server, "hanlin_num_requests_running") == 0
+    assert _metric(server, "hanlin_requests_aborted_total") > 0
