@@ -1,0 +1,1 @@
+"""The gRPC contract (`serve.proto`) and its generated Python stubs."""
