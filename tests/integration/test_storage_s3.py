@@ -22,14 +22,18 @@ def _artifact(root: Path) -> Path:
     return root
 
 
-def test_publish_fetch_multipart_roundtrip(s3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_publish_fetch_multipart_roundtrip(
+    s3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("HANLIN_S3_MULTIPART_BYTES", str(5 * 1024 * 1024))
     src = _artifact(tmp_path / "src")
     uri = f"s3://{s3.bucket}/models/m1"
     assert not storage.is_published(uri)
     manifest = storage.publish_dir(src, uri, metadata={"kind": "model"})
     keys = {o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket)["Contents"]}
-    assert keys == {f"models/m1/{k}" for k in ("weights.bin", "config.json", "sub/tok.json", MANIFEST)}
+    assert keys == {
+        f"models/m1/{k}" for k in ("weights.bin", "config.json", "sub/tok.json", MANIFEST)
+    }
     # A multipart upload's ETag is "<md5 of part md5s>-<parts>".
     etag = s3.client.head_object(Bucket=s3.bucket, Key="models/m1/weights.bin")["ETag"]
     assert etag.strip('"').endswith("-3")
@@ -57,7 +61,9 @@ def test_corruption_and_half_artifacts_are_refused(s3, tmp_path: Path) -> None: 
     with pytest.raises(StorageError, match="no published artifact"):
         storage.fetch_dir(f"s3://{s3.bucket}/half", tmp_path / "d2")
     # ...but a dataset or a user's upload can still be read as plain objects.
-    single = storage.materialize(f"s3://{s3.bucket}/half/weights.bin", tmp_path / "c", require_manifest=False)
+    single = storage.materialize(
+        f"s3://{s3.bucket}/half/weights.bin", tmp_path / "c", require_manifest=False
+    )
     assert single.read_bytes() == b"x"
 
 
