@@ -1,0 +1,78 @@
+"""Starting the operator: API client, reconciler, metrics server, kopf with peering."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from hanlin_operator.handlers import register
+from hanlin_operator.kube import Kube
+from hanlin_operator.metrics import OperatorMetrics
+from hanlin_operator.reconcile import Reconciler
+from hanlin_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+def api_client() -> Any:
+    """A kubernetes ApiClient: in-cluster when in a pod, else KUBECONFIG / ~/.kube/config."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    configuration = client.Configuration.get_default_copy()
+    # One connection per reconcile thread, so threads never queue for a socket.
+    configuration.connection_pool_maxsize = 32
+    return client.ApiClient(configuration)
+
+
+def run_operator(settings: OperatorSettings) -> None:
+    """Run kopf with the Hanlin handlers until interrupted."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    kube = Kube(api_client())
+    reconciler = Reconciler(kube=kube, settings=settings.build)
+    metrics = OperatorMetrics(reconciler.cache.of_kind)
+    reconciler.on_result = metrics.observe
+    registry = kopf.OperatorRegistry()
+    register(registry, reconciler)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        # A registry of our own gets no default login handler: use the same config as ours.
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Handler bookkeeping in annotations under our own prefix: the CRD status schema
+        # has no place for kopf's fields, and nothing else is written.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hanlin.dev")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="hanlin.dev", key="last-handled-configuration"
+        )
+        settings.persistence.finalizer = "hanlin.dev/operator"
+        settings.posting.level = logging.WARNING
+        settings.execution.max_workers = operator_settings.workers
+        settings.watching.server_timeout = 300
+        settings.peering.clusterwide = operator_settings.namespace is None
+
+    operator_settings = settings
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_host, settings.metrics_port)
+    namespaces = [settings.namespace] if settings.namespace else []
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            clusterwide=settings.namespace is None,
+            namespaces=namespaces,
+            standalone=settings.standalone,
+            priority=settings.priority,
+            peering_name=None if settings.standalone else settings.peering,
+        )
+    )
