@@ -69,6 +69,8 @@ class Engine:
             1, config.kv_cache_bytes // (ModelRunner.kv_bytes_per_token(model) * config.block_size)
         )
         self.runner = ModelRunner(model, num_blocks, config.block_size)
+        if self.tp_group is not None:
+            self.tp_group.init_cache(num_blocks)
         capacity = num_blocks * config.block_size
         self.max_model_len = min(
             config.max_model_len or model.cfg.max_position_embeddings,
@@ -189,7 +191,11 @@ class Engine:
         if not batch.seqs:
             return []
         inputs, owner = self._inputs(batch.seqs)
-        logits = self.tp_group.execute(inputs) if self.tp_group else self.runner.execute(inputs)
+        logits = (
+            self.tp_group.execute(inputs, self.runner)
+            if self.tp_group
+            else self.runner.execute(inputs)
+        )
         rows_of: dict[int, list[int]] = {}
         for row, i in enumerate(owner):
             rows_of.setdefault(i, []).append(row)
