@@ -85,7 +85,7 @@ class Kube:
                 return None
             raise
 
-    def list(
+    def list_objects(
         self, api_version: str, kind: str, namespace: str, label_selector: str
     ) -> list[dict[str, Any]]:
         """Objects of a kind in a namespace matching a label selector."""

@@ -53,6 +53,33 @@ def peering_crds() -> list[dict[str, Any]]:
     ]
 
 
+def ensure_peering_object(api: Any, name: str, namespace: str | None) -> bool:
+    """Create the peering object the replicas meet in (kopf waits for it otherwise).
+
+    Returns False when kopf's peering CRDs are not installed (run standalone then).
+    """
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    objects = client.CustomObjectsApi(api)
+    kind = "KopfPeering" if namespace else "ClusterKopfPeering"
+    body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": name}}
+    try:
+        if namespace:
+            objects.create_namespaced_custom_object(
+                "kopf.dev", "v1", namespace, "kopfpeerings", body
+            )
+        else:
+            objects.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
+    except ApiException as err:
+        if err.status == 409:
+            return True
+        if err.status == 404:
+            return False
+        raise
+    return True
+
+
 def default_priority() -> int:
     """A random priority: equal priorities make kopf pause every replica, distinct ones elect one."""
     return random.SystemRandom().randint(1, 1_000_000)

@@ -232,15 +232,7 @@ class Reconciler:
                 self.on_result(kind, result, time.perf_counter() - start)
 
     def _reconcile(self, body: dict[str, Any]) -> str:
-        try:
-            resource = validate_resource({k: v for k, v in body.items() if k != "status"})
-        except ResourceError as err:
-            raise InvalidSpec(str(err)) from None
-        # validate_resource drops server fields it does not model; put back what builders need.
-        meta = body["metadata"]
-        resource.metadata.uid = meta.get("uid")
-        resource.metadata.namespace = meta.get("namespace")
-        resource.metadata.generation = meta.get("generation")
+        resource = typed_resource(body)
         previous = dict(body.get("status") or {})
         terminal = previous.get("phase") in ("Succeeded", "Failed")
         try:
@@ -346,7 +338,8 @@ class Reconciler:
             result.setdefault("kind", body["kind"])
             self.cache.put(result)
         old_phase, phase = previous.get("phase"), new.get("phase")
-        if phase != old_phase:
+        # A new resource entering Pending is not news; every later transition is.
+        if phase != old_phase and not (old_phase is None and phase == "Pending"):
             warning = phase in ("Failed", "Degraded")
             self.kube.event(
                 body, reason or str(phase), str(new.get("message") or ""), warning=warning
@@ -427,6 +420,19 @@ class Reconciler:
 
 class InvalidSpec(Exception):
     """The resource does not validate: nothing the operator does will fix it."""
+
+
+def typed_resource(body: dict[str, Any]) -> AnyResource:
+    """The typed resource of a watched object, with the server fields builders need."""
+    try:
+        resource = validate_resource({k: v for k, v in body.items() if k != "status"})
+    except ResourceError as err:
+        raise InvalidSpec(str(err)) from None
+    meta = body["metadata"]
+    resource.metadata.uid = meta.get("uid")
+    resource.metadata.namespace = meta.get("namespace")
+    resource.metadata.generation = meta.get("generation")
+    return resource
 
 
 def _job_done(job: dict[str, Any]) -> bool:

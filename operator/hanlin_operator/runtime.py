@@ -11,6 +11,7 @@ import kopf
 from hanlin_operator.handlers import register
 from hanlin_operator.kube import Kube
 from hanlin_operator.metrics import OperatorMetrics
+from hanlin_operator.peering import ensure_peering_object
 from hanlin_operator.reconcile import Reconciler
 from hanlin_operator.settings import OperatorSettings
 
@@ -37,6 +38,11 @@ def run_operator(settings: OperatorSettings) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     kube = Kube(api_client())
+    if not settings.standalone and not ensure_peering_object(
+        kube.api, settings.peering, settings.namespace
+    ):
+        log.warning("kopf peering CRDs are not installed: running standalone (one replica only)")
+        settings.standalone = True
     reconciler = Reconciler(kube=kube, settings=settings.build)
     metrics = OperatorMetrics(reconciler.cache.of_kind)
     reconciler.on_result = metrics.observe

@@ -56,7 +56,7 @@ def _job_phase(job: dict[str, Any] | None, suspended: bool) -> tuple[str, str]:
     # `active` counts pods that were created but may still be unscheduled; `ready` ones run.
     if status.get("ready"):
         return "Running", f"{status.get('ready')} pod(s) running"
-    return "Pending", f"waiting for pods to start ({status.get('active') or 0} created)"
+    return "Pending", "waiting for pods to start"
 
 
 def _job_conditions(
