@@ -1,0 +1,108 @@
+# syntax=docker/dockerfile:1
+#
+# Hanlin's images, from one file:
+#   --target operator   the kopf operator and the CLI; the base install, no torch
+#   --target runtime    the workloads (train / eval / serve / agent); torch for CPU
+#                       by default, CUDA with --build-arg TORCH_INDEX_URL=<a CUDA wheel index>
+#
+# Both run as an unprivileged user and work with a read-only root filesystem:
+# everything written at run time goes to /tmp and /cache, which the Helm chart and
+# the operator mount as emptyDirs (with podman/docker: --read-only --tmpfs /tmp
+# --tmpfs /cache). Bytecode is compiled at build time, so Python never writes
+# next to its modules.
+#
+# BASE_IMAGE must provide `python3` (3.11 or newer) with the venv module; an official
+# Python slim image does, and so does a Debian rootfs with python3-venv installed
+# (scripts/build-image.sh builds one when no registry is reachable).
+
+ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------
+# base: the user, the writable paths and the environment both images share.
+FROM ${BASE_IMAGE} AS base
+ENV PATH=/opt/hanlin/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp/home \
+    TMPDIR=/tmp \
+    XDG_CACHE_HOME=/cache \
+    HANLIN_CACHE=/cache/hanlin \
+    HF_HOME=/cache/huggingface \
+    TORCHINDUCTOR_CACHE_DIR=/cache/torchinductor \
+    TRITON_CACHE_DIR=/cache/triton \
+    MPLCONFIGDIR=/cache/matplotlib
+# A fixed numeric uid, so Kubernetes can verify runAsNonRoot without a passwd lookup.
+RUN groupadd --system --gid 10001 hanlin \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /tmp/home --no-create-home \
+      --shell /usr/sbin/nologin hanlin \
+ && mkdir -p /cache \
+ && chown 10001:10001 /cache \
+ && chmod 1777 /cache
+
+# ---------------------------------------------------------------------------
+# build-operator: a virtual environment with the base install (no torch).
+FROM base AS build-operator
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+# Dependencies first, from pyproject.toml alone, so a source change reuses this layer
+# (a current pip: the one a base image ships can backtrack for a long time here).
+COPY pyproject.toml README.md ./
+RUN python3 -m venv /opt/hanlin \
+ && /opt/hanlin/bin/pip install --upgrade pip \
+ && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
+ && /opt/hanlin/bin/pip install --compile -r /tmp/requirements.txt
+COPY operator ./operator
+COPY services ./services
+RUN /opt/hanlin/bin/pip install --compile --no-deps . \
+ && /opt/hanlin/bin/hanlin --help >/dev/null
+
+# ---------------------------------------------------------------------------
+# operator: the image the Helm chart runs.
+FROM base AS operator
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="hanlin-operator" \
+      org.opencontainers.image.description="Hanlin: the Kubernetes operator for training, evaluating, serving and running agents on LLMs" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.vendor="Hanlin"
+COPY --from=build-operator /opt/hanlin /opt/hanlin
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8080
+ENTRYPOINT ["hanlin"]
+CMD ["operator", "run"]
+
+# ---------------------------------------------------------------------------
+# build-runtime: torch first, from the chosen wheel index (PyPI's default Linux
+# wheel carries CUDA; the CPU index keeps the image a fraction of the size), then
+# the workloads' extras.
+FROM build-operator AS build-runtime
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN /opt/hanlin/bin/pip install --compile --index-url "${TORCH_INDEX_URL}" torch \
+ && /opt/hanlin/bin/pip install --compile ".[runtime]" \
+ && /opt/hanlin/bin/python -c "import torch, transformers, peft"
+
+# ---------------------------------------------------------------------------
+# runtime: the image the operator's workload pods run.
+FROM base AS runtime
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="hanlin-runtime" \
+      org.opencontainers.image.description="Hanlin workloads: training, evaluation, serving and agents" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.vendor="Hanlin"
+COPY --from=build-runtime /opt/hanlin /opt/hanlin
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8000 8001 9090
+ENTRYPOINT ["hanlin"]
+CMD ["--help"]
