@@ -42,13 +42,20 @@ RUN groupadd --system --gid 10001 hanlin \
 # ---------------------------------------------------------------------------
 # build-operator: a virtual environment with the base install (no torch).
 FROM base AS build-operator
+# Constraints for the resolver, one requirement per word. botocore (boto3) needs
+# python-dateutil<3 while the newest kubernetes client wants >=3: stated up front, pip
+# picks a kubernetes release that fits instead of backtracking through every botocore.
+# scripts/build-image.sh passes the versions the test suite ran with.
+ARG PIP_CONSTRAINTS="python-dateutil<3"
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CONSTRAINT=/tmp/constraints.txt
 WORKDIR /src
 # Dependencies first, from pyproject.toml alone, so a source change reuses this layer
 # (a current pip: the one a base image ships can backtrack for a long time here).
 COPY pyproject.toml README.md ./
-RUN python3 -m venv /opt/hanlin \
+RUN printf '%s\n' ${PIP_CONSTRAINTS} > /tmp/constraints.txt \
+ && python3 -m venv /opt/hanlin \
  && /opt/hanlin/bin/pip install --upgrade pip \
  && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
  && /opt/hanlin/bin/pip install --compile -r /tmp/requirements.txt

@@ -84,12 +84,27 @@ base_image() {
   echo "$image"
 }
 
+# The versions of the base dependencies this checkout was tested with (when installed
+# here), so the image runs what the test suite ran.
+constraints=$(python3 - <<'PY'
+import re, tomllib
+from importlib import metadata
+out = ["python-dateutil<3"]
+for req in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]:
+    name = re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0]
+    try:
+        out.append(f"{name}=={metadata.version(name)}")
+    except metadata.PackageNotFoundError:
+        pass
+print(" ".join(out))
+PY
+)
 BASE="${BASE_IMAGE:-$(base_image)}"
 echo "image: base $BASE"
 for target in "${targets[@]}"; do
   t0=$(date +%s)
   "${BUILDAH[@]}" bud --isolation chroot --network host --layers \
-    --build-arg "BASE_IMAGE=$BASE" \
+    --build-arg "BASE_IMAGE=$BASE" --build-arg "PIP_CONSTRAINTS=$constraints" \
     --build-arg "VERSION=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')" \
     --build-arg "REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
     --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \

@@ -54,8 +54,13 @@ _SERVE = "hanlin.serve.metrics"
 _TRAIN = "hanlin.train.progress"
 _EVAL = "hanlin.eval.progress"
 _AGENT = "hanlin.agent.service.metrics"
+_OPERATOR = "hanlin_operator.metrics"
 
 METRICS: tuple[Metric, ...] = (
+    # --- operator (hanlin operator run; /metrics beside /healthz) ---
+    Metric("hanlin_operator_reconciles_total", _C, "Reconciles by kind and result (ok, waiting, gated, gone, error).", _OPERATOR, ("kind", "result")),
+    Metric("hanlin_operator_reconcile_duration_seconds", _H, "Time one reconcile took.", _OPERATOR, ("kind",)),
+    Metric("hanlin_operator_resources", _G, "Resources by kind and phase.", _OPERATOR, ("kind", "phase")),
     # --- serving engine (hanlin serve; one registry per engine) ---
     Metric("hanlin_time_to_first_token_seconds", _H, "Time from arrival to the first generated token.", _SERVE),
     Metric("hanlin_time_per_output_token_seconds", _H, "Mean time between output tokens of a finished request.", _SERVE),

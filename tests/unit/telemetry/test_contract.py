@@ -25,16 +25,28 @@ _TYPES = {
     "Gauge": MetricType.GAUGE,
     "Histogram": MetricType.HISTOGRAM,
     "Summary": MetricType.SUMMARY,
+    # families a custom collector yields at scrape time
+    "CounterMetricFamily": MetricType.COUNTER,
+    "GaugeMetricFamily": MetricType.GAUGE,
+    "HistogramMetricFamily": MetricType.HISTOGRAM,
+    "SummaryMetricFamily": MetricType.SUMMARY,
 }
-# Argument positions of prometheus_client's metric constructors.
+_MODULES = {"prometheus_client", "prometheus_client.core", "prometheus_client.metrics_core"}
+# Argument positions (and the label keyword) of the metric classes and of the families.
 _POSITIONS = {"name": 0, "documentation": 1, "labelnames": 2}
+_FAMILY_POSITIONS = {"name": 0, "documentation": 1, "labels": 3}
 
 
 def _argument(call: ast.Call, key: str) -> ast.expr | None:
+    family = isinstance(call.func, ast.Name | ast.Attribute) and (
+        getattr(call.func, "id", None) or getattr(call.func, "attr", "")
+    ).endswith("MetricFamily")
+    if family and key == "labelnames":
+        key = "labels"
     for kw in call.keywords:
         if kw.arg == key:
             return kw.value
-    pos = _POSITIONS[key]
+    pos = (_FAMILY_POSITIONS if family else _POSITIONS)[key]
     return call.args[pos] if len(call.args) > pos else None
 
 
@@ -61,13 +73,13 @@ def _definitions_in(path: Path) -> list[Metric]:
     local: dict[str, MetricType] = {}
     module_aliases: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "prometheus_client":
+        if isinstance(node, ast.ImportFrom) and node.module in _MODULES:
             for alias in node.names:
                 if alias.name in _TYPES:
                     local[alias.asname or alias.name] = _TYPES[alias.name]
         elif isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name == "prometheus_client":
+                if alias.name in _MODULES:
                     module_aliases.add(alias.asname or alias.name)
     found: list[Metric] = []
     for node in ast.walk(tree):
@@ -185,3 +197,14 @@ def test_agent_registry_exposes_the_contract() -> None:
     agent.runs.labels(status="finished").inc()
     agent.tool_latency.labels(tool="calculator").observe(0.01)
     _check_exposed(agent.registry, "hanlin.agent.service.metrics")
+
+
+def test_operator_registry_exposes_the_contract() -> None:
+    from hanlin_operator.metrics import OperatorMetrics
+
+    phases = {"TrainingJob": [{"status": {"phase": "Running"}}, {"status": {}}]}
+    metrics = OperatorMetrics(lambda kind: phases.get(kind, []))
+    metrics.observe("TrainingJob", "ok", 0.01)
+    _check_exposed(metrics.registry, "hanlin_operator.metrics")
+    samples = _exposed(metrics.registry)["hanlin_operator_resources"][1]
+    assert samples == {"hanlin_operator_resources"}
