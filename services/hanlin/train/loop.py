@@ -206,63 +206,66 @@ def _train(spec: TrainingJobSpec, world: World, workdir: Path | None) -> Result:
         loss_module = DistributedDataParallel(loss_module, device_ids=ids)
     autocast = _autocast(hp.precision, world.device)
     reporter = Reporter(total, state.step, world.main)
-    if loaded is not None:
-        reporter.emit({"event": "resumed", "step": state.step, "totalSteps": total})
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    every = spec.checkpoint.every_steps
-    last_loss = None
-    batches = global_batches(plan, tokenizer, state.epoch, state.step_in_epoch)
-    while state.step < total:
-        epoch, in_epoch, rows = next(batches)
-        t0 = time.perf_counter()
-        micro = [collate(m, pad) for m in _micro_batches(rows, world, hp.batch_size)]
-        local_targets = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
-        local_tokens = sum(int((b["input_ids"] != pad).sum()) for b in micro)
-        global_targets = max(1.0, all_sum([float(local_targets)], world)[0])
-        loss_sum = 0.0
-        for i, b in enumerate(micro):
-            b = {k: v.to(world.device) for k, v in b.items()}
-            # Gradients are all-reduced once per optimizer step, on the last micro-batch.
-            sync = i == len(micro) - 1 or world.size == 1
-            ctx = contextlib.nullcontext() if sync else loss_module.no_sync()  # type: ignore[operator]
-            with ctx, autocast():
-                loss, _ = loss_module(b["input_ids"], b["position_ids"], b["labels"])
-            (loss * world.size / global_targets).backward()
-            loss_sum += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        total_loss, tokens = all_sum([loss_sum, float(local_tokens)], world)
-        last_loss = total_loss / global_targets
-        state.step += 1
-        state.epoch, state.step_in_epoch = epoch, in_epoch + 1
-        state.tokens += int(tokens)
-        frac = epoch + (in_epoch + 1) / per_epoch if per_epoch else float(epoch)
-        reporter.report(state.step, last_loss, lr, int(tokens), time.perf_counter() - t0, frac)
-        if (every and state.step % every == 0) or state.step == total:
-            rngs = _gather_rng(world)
-            if world.main:
-                checkpoint.save_checkpoint(
-                    output,
-                    state,
-                    trainable_state(model),
-                    optimizer,
-                    scheduler,
-                    rngs,
-                    spec.checkpoint.keep,
-                )
-                reporter.metrics.checkpoints.inc()
-            if world.size > 1:
-                dist.barrier()
-    artifact = None
-    if world.main:
-        artifact = write_outputs(built, spec, output)
-        reporter.emit(
-            {"event": "done", "step": state.step, "totalSteps": total, "artifact": artifact}
-        )
-    reporter.close()
+    try:
+        if loaded is not None:
+            reporter.emit({"event": "resumed", "step": state.step, "totalSteps": total})
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        every = spec.checkpoint.every_steps
+        last_loss = None
+        batches = global_batches(plan, tokenizer, state.epoch, state.step_in_epoch)
+        while state.step < total:
+            epoch, in_epoch, rows = next(batches)
+            t0 = time.perf_counter()
+            mine = _micro_batches(rows, world, hp.batch_size)
+            micro = [collate(m, pad) for m in mine]
+            local_targets = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
+            local_tokens = sum(len(r.input_ids) for m in mine for r in m)  # padding excluded
+            global_targets = max(1.0, all_sum([float(local_targets)], world)[0])
+            loss_sum = 0.0
+            for i, b in enumerate(micro):
+                b = {k: v.to(world.device) for k, v in b.items()}
+                # Gradients are all-reduced once per optimizer step, on the last micro-batch.
+                sync = i == len(micro) - 1 or world.size == 1
+                ctx = contextlib.nullcontext() if sync else loss_module.no_sync()  # type: ignore[operator]
+                with ctx, autocast():
+                    loss, _ = loss_module(b["input_ids"], b["position_ids"], b["labels"])
+                (loss * world.size / global_targets).backward()
+                loss_sum += float(loss.detach())
+            torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total_loss, tokens = all_sum([loss_sum, float(local_tokens)], world)
+            last_loss = total_loss / global_targets
+            state.step += 1
+            state.epoch, state.step_in_epoch = epoch, in_epoch + 1
+            state.tokens += int(tokens)
+            frac = epoch + (in_epoch + 1) / per_epoch if per_epoch else float(epoch)
+            reporter.report(state.step, last_loss, lr, int(tokens), time.perf_counter() - t0, frac)
+            if (every and state.step % every == 0) or state.step == total:
+                rngs = _gather_rng(world)
+                if world.main:
+                    checkpoint.save_checkpoint(
+                        output,
+                        state,
+                        trainable_state(model),
+                        optimizer,
+                        scheduler,
+                        rngs,
+                        spec.checkpoint.keep,
+                    )
+                    reporter.metrics.checkpoints.inc()
+                if world.size > 1:
+                    dist.barrier()
+        artifact = None
+        if world.main:
+            artifact = write_outputs(built, spec, output)
+            reporter.emit(
+                {"event": "done", "step": state.step, "totalSteps": total, "artifact": artifact}
+            )
+    finally:
+        reporter.close()
     if world.size > 1:
         dist.barrier()
     return Result(artifact, last_loss, state.step, resumed_from, model)

@@ -1,7 +1,7 @@
 """Progress reports: JSON lines on stdout, Prometheus gauges, a file, a bar.
 
 Every report is one JSON object per line (`step`, `totalSteps`, `loss`, `lr`,
-`tokensPerSecond`, `etaSeconds`, `epoch`), which the local runner and log
+`tokensPerSecond`, `etaSeconds`, `epoch`, `tokens` so far, `elapsedSeconds`), which the local runner and log
 scrapers parse. With HANLIN_METRICS_PORT set, the same numbers are served as
 `hanlin_train_*` Prometheus metrics; with HANLIN_PROGRESS_FILE, the latest
 report is also kept (atomically replaced) in that file for a status reporter.
@@ -55,13 +55,15 @@ class Reporter:
         self.metrics.total.set(total_steps)
         self.started = time.monotonic()
         self.start_step = start_step
+        self.tokens = 0
         self.file = os.environ.get("HANLIN_PROGRESS_FILE")
         self._bar: Any = None
         self._task: Any = None
+        self._server: Any = None
         port = os.environ.get("HANLIN_METRICS_PORT")
         if enabled and port:
             host = os.environ.get("HANLIN_METRICS_HOST", "127.0.0.1")
-            start_http_server(int(port), addr=host, registry=self.metrics.registry)
+            self._server = start_http_server(int(port), addr=host, registry=self.metrics.registry)
         if enabled and sys.stdout.isatty():
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -83,6 +85,7 @@ class Reporter:
         tps = tokens / seconds if seconds > 0 else 0.0
         done = step - self.start_step
         elapsed = time.monotonic() - self.started
+        self.tokens += tokens
         eta = int(elapsed / done * (self.total - step)) if done > 0 else None
         line = {
             "step": step,
@@ -92,6 +95,8 @@ class Reporter:
             "tokensPerSecond": round(tps, 2),
             "etaSeconds": eta,
             "epoch": round(epoch, 4),
+            "tokens": self.tokens,
+            "elapsedSeconds": round(elapsed, 3),
         }
         if not self.enabled:
             return line
@@ -121,6 +126,11 @@ class Reporter:
             os.replace(tmp, path)
 
     def close(self) -> None:
-        """Stop the bar."""
+        """Stop the bar and the metrics server."""
         if self._bar is not None:
             self._bar.stop()
+        if isinstance(self._server, tuple):  # prometheus_client >= 0.17: (server, thread)
+            server, thread = self._server
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
