@@ -5,6 +5,8 @@
 # use both: promtool parses every alert and dashboard expression, and the CRDs let the
 # real API server accept the chart's monitoring objects. A second run returns in seconds.
 #
+#   scripts/build-promtool.sh [all|promtool|crds]     (default: all)
+#
 # Prometheus 3.x is published to the Go proxy as v0.3XX.Y (the module path has no /v3);
 # its go.mod has no replace directives, so a plain `go install` builds it.
 set -euo pipefail
@@ -15,8 +17,12 @@ CACHE="${HANLIN_CACHE:-$HOME/.cache/hanlin}"
 BIN="$CACHE/prometheus/$PROMETHEUS_VERSION/bin"
 CRDS="$CACHE/prometheus-operator/$PROM_OPERATOR_VERSION/crds"
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:--buildvcs=false} -trimpath"
+WHAT="${1:-all}"
+case "$WHAT" in all|promtool|crds) ;; *) echo "usage: $0 [all|promtool|crds]" >&2; exit 2 ;; esac
 
-if [ -x "$BIN/promtool" ]; then
+if [ "$WHAT" = crds ]; then
+  :
+elif [ -x "$BIN/promtool" ]; then
   echo "promtool: present in $BIN (warm)"
 else
   echo "promtool: building $PROMETHEUS_VERSION into $BIN"
@@ -34,7 +40,9 @@ else
   echo "built promtool in $(( $(date +%s) - t0 ))s"
 fi
 
-if [ -f "$CRDS/.complete" ]; then
+if [ "$WHAT" = promtool ]; then
+  :
+elif [ -f "$CRDS/.complete" ]; then
   echo "prometheus-operator CRDs: present in $CRDS (warm)"
 else
   mkdir -p "$CRDS"
