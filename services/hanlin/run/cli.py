@@ -31,7 +31,9 @@ def run(
     exit_when_ready: Annotated[
         bool, typer.Option("--exit-when-ready", help="Stop the services once all are ready.")
     ] = False,
-    task: Annotated[str, typer.Option(help="What to ask the agent once it is up.")] = DEFAULT_TASK,
+    task: Annotated[
+        str, typer.Option(help="What to ask the agent once it is up (empty: ask nothing).")
+    ] = DEFAULT_TASK,
 ) -> None:
     """Run every resource in FILE in reference order; services stay up until Ctrl-C."""
     from hanlin.run.session import run_file

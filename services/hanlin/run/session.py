@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from types import FrameType
@@ -50,7 +51,10 @@ def run_file(file: Path, workdir: Path, *, exit_when_ready: bool, task: str) -> 
         TimeElapsedColumn(),
         console=console,
     )
-    runner = Runner(workdir, progress, dict(os.environ))
+    env = dict(os.environ)
+    # `torchrun` and `hanlin` in the plans' commands must be this installation's.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    runner = Runner(workdir, progress, env)
     outcomes: list[Outcome] = []
     failure: str | None = None
     code = 0

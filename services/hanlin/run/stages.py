@@ -268,12 +268,16 @@ class Runner:
         )
 
     def agent(self, agent: AgentService, task: str) -> Outcome:
-        """Start `hanlin agent`, then give it the example task."""
+        """Start `hanlin agent`, then give it the example task (none when `task` is empty)."""
+        details: dict[str, Any]
         plan = plan_agent(agent, self.state.resolve(agent))
         _, ports = self._run_service(agent, plan, ())
         url = f"http://{LOCALHOST}:{ports.local(plan.ports[0].port)}"
+        if not task:
+            details = {"url": url, "task": "", "status": "not asked", "reason": "no --task"}
+            return Outcome(agent.kind, agent.metadata.name, details=details)
         bar = self.progress.add_task(f"ask {agent.metadata.name}", total=None, info=task)
-        details: dict[str, Any] = {"url": url, "task": task}
+        details = {"url": url, "task": task}
         try:
             with httpx.Client(timeout=agent.spec.timeout_seconds + 30.0) as client:
                 reply = client.post(f"{url}/v1/runs", json={"task": task})

@@ -75,9 +75,7 @@ def _pod_env(container: dict[str, Any], index: int) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize(
-    "resource", _resources(), ids=lambda r: f"{r.kind}-{r.metadata.name}"
-)
+@pytest.mark.parametrize("resource", _resources(), ids=lambda r: f"{r.kind}-{r.metadata.name}")
 def test_local_process_equals_container(resource: AnyResource, tmp_path: Path) -> None:
     resolved = RESOLVED[resource.kind]
     container = _container(resource, resolved)
@@ -137,5 +135,7 @@ def test_eval_model_flags_expand_from_the_plan_env(tmp_path: Path) -> None:
     run = next(r for r in _resources() if isinstance(r, EvalRun))
     resolved = Resolved(model_uri="file:///m/merged")
     plan = plan_resource(run, resolved)
-    (proc,) = render(plan, tmp_path / "s.yaml", tmp_path, LocalPorts(), {}, eval_model_args(resolved))
+    (proc,) = render(
+        plan, tmp_path / "s.yaml", tmp_path, LocalPorts(), {}, eval_model_args(resolved)
+    )
     assert proc.argv[-2:] == ("--model-uri", "file:///m/merged")
