@@ -124,7 +124,7 @@ def _register_kind(
         meta = obj.get("metadata") or {}
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
         if event_type == "DELETED":
-            reconciler.cache.drop(kind, namespace, name)
+            reconciler.forget(kind, namespace, name)
         else:
             reconciler.cache.put(obj)
         # Our own status patch may already be cached, so every event wakes the dependents;

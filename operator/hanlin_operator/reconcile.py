@@ -72,6 +72,7 @@ class Cache:
         if not obj.get("kind") or not meta.get("name"):
             return
         key = (obj["kind"], meta.get("namespace", ""), meta["name"])
+        obj = _trim(obj)
         with self.lock:
             old = self.objects.get(key)
             # An older copy (from a slow apply response) must not replace a newer event.
@@ -90,6 +91,29 @@ class Cache:
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         with self.lock:
             return [o for (k, _, _), o in self.objects.items() if k == kind]
+
+
+#: kinds whose cached copy keeps its spec (the references and status need it)
+_KEEP_SPEC = frozenset({"TrainingJob", "EvalRun", "ModelDeployment", "AgentService"})
+
+
+def _trim(obj: dict[str, Any]) -> dict[str, Any]:
+    """Only what reconciling reads: the cache holds thousands of objects in a small pod."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    out: dict[str, Any] = {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj["kind"],
+        "metadata": meta,
+    }
+    if obj["kind"] in _KEEP_SPEC:
+        out["spec"] = obj.get("spec")
+    elif isinstance(obj.get("spec"), dict) and "replicas" in obj["spec"]:
+        out["spec"] = {"replicas": obj["spec"]["replicas"]}
+    if "status" in obj:
+        out["status"] = obj["status"]
+    if obj["kind"] == "ConfigMap" and meta.get("name", "").endswith("-progress"):
+        out["data"] = obj.get("data")
+    return out
 
 
 def _rv(obj: dict[str, Any]) -> int:
@@ -129,11 +153,20 @@ class Reconciler:
     cache: Cache = field(default_factory=Cache)
     on_result: Callable[[str, str, float], None] = lambda kind, result, seconds: None
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
+    _applied: dict[Key, tuple[int | None, Resolved, dict[Key, str]]] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
 
     def _lock(self, key: Key) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(key, threading.Lock())
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        """Drop everything remembered about a deleted resource."""
+        key = (kind, namespace, name)
+        self.cache.drop(*key)
+        self._applied.pop(key, None)
+        with self._locks_guard:
+            self._locks.pop(key, None)
 
     def lookup(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """From the cache, or from the API server on a miss (so a restart sees the truth)."""
@@ -233,6 +266,7 @@ class Reconciler:
 
     def _reconcile(self, body: dict[str, Any]) -> str:
         resource = typed_resource(body)
+        meta = body["metadata"]
         previous = dict(body.get("status") or {})
         terminal = previous.get("phase") in ("Succeeded", "Failed")
         try:
@@ -249,9 +283,19 @@ class Reconciler:
                 str(failed),
             )
             return "gated"
-        if not terminal:
+        if not terminal and not self._unchanged(body, resolved):
+            applied = {}
             for child in self.desired(resource, resolved):
                 self.ensure(child)
+                cmeta = child["metadata"]
+                applied[(child["kind"], cmeta["namespace"], cmeta["name"])] = cmeta["annotations"][
+                    HASH_ANNOTATION
+                ]
+            self._applied[(body["kind"], meta["namespace"], meta["name"])] = (
+                meta.get("generation"),
+                resolved,
+                applied,
+            )
         new_status = self.observe(resource, previous)
         new_status["conditions"] = set_condition(
             new_status.get("conditions") or [],
@@ -263,6 +307,25 @@ class Reconciler:
         )
         self.write_status(body, previous, new_status)
         return "ok"
+
+    def _unchanged(self, body: dict[str, Any], resolved: Resolved) -> bool:
+        """True when the last apply was for this generation and every child is still as applied.
+
+        Saves rebuilding the manifests on each child event; a deleted or edited child
+        (its event updates the cache) makes this False and the reconcile re-applies.
+        """
+        meta = body["metadata"]
+        last = self._applied.get((body["kind"], meta["namespace"], meta["name"]))
+        if last is None or last[0] != meta.get("generation") or last[1] != resolved:
+            return False
+        if body["kind"] == "EvalRun":
+            return False  # the merge Job appears part-way through
+        for (kind, ns, name), digest in last[2].items():
+            seen = self.cache.get(kind, ns, name)
+            annotations = ((seen or {}).get("metadata") or {}).get("annotations") or {}
+            if annotations.get(HASH_ANNOTATION) != digest:
+                return False
+        return True
 
     def desired(self, resource: AnyResource, resolved: Resolved) -> list[dict[str, Any]]:
         """The children the resource should have now."""

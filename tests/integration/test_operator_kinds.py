@@ -381,3 +381,61 @@ def _read(apps: Any, name: str, ns: str) -> Any:
         return apps.read_namespaced_deployment(name, ns)
     except client.ApiException:
         return None
+
+
+def test_services_eval_against_a_deployment_and_gc(k8s: K8s, operator: Any, ns: str) -> None:
+    for example in ("modeldeployment.yaml", "agentservice.yaml", "evalrun.yaml"):
+        apply_file(k8s, ns, ROOT / "examples" / example)
+    apps = client.AppsV1Api(k8s.api)
+    wait_for(lambda: _read(apps, "smollm2", ns), what="model Deployment")
+    agent = wait_for(
+        lambda: (
+            (s := status_of(k8s, "agentservices", ns, "analyst")).get("phase") == "Waiting" and s
+        ),
+        what="agent waiting for the deployment",
+    )
+    cond = next(c for c in agent["conditions"] if c["type"] == "ReferencesReady")
+    assert cond["reason"] == "WaitingForModelDeployment" and "smollm2" in cond["message"]
+    assert job(k8s, ns, "smollm2-eval") is None
+
+    run_job(
+        k8s, ns, "smollm2", "app.kubernetes.io/instance=smollm2,hanlin.dev/kind=ModelDeployment"
+    )
+    wait_for(
+        lambda: status_of(k8s, "modeldeployments", ns, "smollm2").get("phase") == "Ready",
+        what="md Ready",
+    )
+    dep = wait_for(lambda: _read(apps, "analyst", ns), what="agent Deployment")
+    cm = client.CoreV1Api(k8s.api).read_namespaced_config_map("analyst-as-spec", ns)
+    assert "company-tools" in cm.data["tools.json"]
+    assert dep.spec.template.spec.containers[0].ports[0].container_port == 8080
+    shards = wait_for(lambda: job(k8s, ns, "smollm2-eval"), what="eval Job against the deployment")
+    env = {e.name: e.value for e in shards.spec.template.spec.containers[0].env}
+    assert env["HANLIN_MODEL_ENDPOINT"] == f"http://smollm2.{ns}.svc:8000/v1"
+    run_job(k8s, ns, "analyst", "app.kubernetes.io/instance=analyst,hanlin.dev/kind=AgentService")
+    st = wait_for(
+        lambda: (s := status_of(k8s, "agentservices", ns, "analyst")).get("phase") == "Ready" and s,
+        what="agent Ready",
+    )
+    assert st["endpoint"] == f"http://analyst.{ns}.svc:8080" and st["readyReplicas"] == 2
+
+    objects = client.CustomObjectsApi(k8s.api)
+    for plural, name in (
+        ("agentservices", "analyst"),
+        ("evalruns", "smollm2-eval"),
+        ("modeldeployments", "smollm2"),
+    ):
+        objects.delete_namespaced_custom_object(GROUP, VERSION, ns, plural, name)
+    core = client.CoreV1Api(k8s.api)
+    wait_for(
+        lambda: (
+            not apps.list_namespaced_deployment(ns).items
+            and not core.list_namespaced_service(ns).items
+            and not client.BatchV1Api(k8s.api).list_namespaced_job(ns).items
+            and not client.AutoscalingV2Api(k8s.api)
+            .list_namespaced_horizontal_pod_autoscaler(ns)
+            .items
+        ),
+        timeout=90,
+        what="children garbage-collected",
+    )
