@@ -65,8 +65,16 @@ def serve(
                     param_hint="--model",
                 )
             source = str(resource.spec.model.uri)
+        if resource.spec.model.adapters:
+            raise typer.BadParameter(
+                "spec.model.adapters: serving adapters under their own model names is not "
+                "supported yet; merge the adapter into the model (output.mergeAdapter) instead",
+                param_hint="--spec",
+            )
         if not resource.spec.api.rest:
             port = 0
+        if resource.spec.api.grpc and not grpc_port:
+            grpc_port = 50051
     if source is None:
         raise typer.BadParameter("give --model DIR or --spec FILE", param_hint="--model")
     overrides = {
