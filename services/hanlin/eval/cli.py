@@ -167,6 +167,7 @@ def main(
     concurrency: Annotated[int, typer.Option(help="Concurrent requests to an endpoint.")] = 8,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics here.")] = None,
     bar: Annotated[bool, typer.Option(help="Draw a progress bar on stderr.")] = True,
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's).")] = None,
 ) -> None:
     """Score the samples of one shard, then write the report if every shard is done."""
     ctx.obj = {
@@ -206,6 +207,10 @@ def main(
         total=total, skipped=total - left, bar=sys.stderr if bar else None, metrics=metrics
     )
     if left:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         backend = make_backend(run, model_uri, endpoint_url, endpoint_model, concurrency)
         try:
             run_worker(backend, cfg, progress)
