@@ -283,3 +283,24 @@ def test_install_upgrade_uninstall(
         for r in rbac.list_cluster_role().items
         if r.metadata.name.startswith(f"{release}-hanlin-{namespace}")
     ]
+
+
+def test_rendered_crds_are_the_files_plus_labels_and_keep(k8s: K8s) -> None:
+    """Templating a CRD (fromYaml/toYaml) changes nothing but metadata: no number or key drift."""
+    rendered = {d["metadata"]["name"]: d for d in render(k8s, "--show-only", "templates/crds.yaml")}
+    sources = [
+        d
+        for path in sorted((CHART / "files" / "crds").glob("*.yaml"))
+        for d in yaml.safe_load_all(path.read_text())
+        if d
+    ]
+    assert len(rendered) == len(sources) == 6
+    for source in sources:
+        crd = rendered[source["metadata"]["name"]]
+        meta = crd["metadata"]
+        assert meta["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert meta["labels"]["app.kubernetes.io/part-of"] == "hanlin"
+        stripped = {**crd, "metadata": {"name": meta["name"]}}
+        assert stripped == source
+    without = render(k8s, "--set", "crds.install=false")
+    assert "CustomResourceDefinition" not in kinds(without)
