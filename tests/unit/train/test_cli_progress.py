@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from runs import free_port, write_spec
+from train_runs import free_port, write_spec
 from typer.testing import CliRunner
 
 from hanlin.train.cli import app

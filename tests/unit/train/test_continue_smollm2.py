@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_fixtures import make_job
 
-from conftest import make_job
 from hanlin.train.loop import train
 
 TEXT = (
@@ -44,7 +44,7 @@ def test_continue_pretraining_lowers_perplexity(model_dir: Path, tmp_path: Path)
         data=[{"uri": f"file://{corpus}", "format": "text"}],
         adapter={"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
         hyperparameters={
-            "maxSteps": 4,
+            "maxSteps": 2,
             "learningRate": 2e-3,
             "batchSize": 1,
             "seqLen": 128,

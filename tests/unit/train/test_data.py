@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from train_fixtures import write_jsonl
 
-from conftest import write_jsonl
 from hanlin.train.pipeline import Source, collate, mixed_samples, pack, unpacked
 from hanlin.train.records import DataError, read_records
 from hanlin.train.tokenize import IGNORE, Sample, encode

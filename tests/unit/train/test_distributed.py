@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 import torch
-from runs import free_port, run_cli, tensors, write_spec
+from train_fixtures import TINY_LLAMA, make_job
+from train_runs import free_port, run_cli, tensors, write_spec
 
-from conftest import TINY_LLAMA, make_job
 from hanlin.train.loop import train
 
 

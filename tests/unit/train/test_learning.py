@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_fixtures import CHATS, TINY_LLAMA
 
-from conftest import CHATS, TINY_LLAMA
 from hanlin.train.loop import train
 
 
