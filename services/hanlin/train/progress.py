@@ -116,7 +116,7 @@ class Reporter:
         """Print one JSON line (above the bar, if any) and update the progress file."""
         text = json.dumps(obj)
         if self._bar is not None:
-            self._bar.console.print(text, markup=False, highlight=False)
+            self._bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:
             print(text, flush=True)  # noqa: T201 - the JSON-lines protocol is stdout
         if self.file:
