@@ -62,6 +62,7 @@ def run_file(file: Path, workdir: Path, *, exit_when_ready: bool, task: str) -> 
     try:
         with progress:
             for resource in resources:
+                console.print(f"[dim]{resource.kind} {resource.metadata.name}: starting[/dim]")
                 if isinstance(resource, TrainingJob):
                     outcomes.append(runner.training(resource))
                 elif isinstance(resource, EvalRun):

@@ -33,7 +33,7 @@ from hanlin.run.render import LOCALHOST, LocalPorts, render, service_args
 from hanlin.run.resources import RunError
 from hanlin.run.state import LocalState
 from hanlin.run.supervise import Child, OnEvent, start, stop
-from hanlin_operator.builders.common import spec_document
+from hanlin_operator.builders.common import spec_document, spec_hash
 
 READY_TIMEOUT_SECONDS = 600.0
 
@@ -100,6 +100,17 @@ class Runner:
         path = self.workdir / "runner-state.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
+    def _finished(self, resource: Any, result: storage.StorageURI) -> bool:
+        """The result is published and was made from this very spec (a changed spec runs again)."""
+        if not storage.exists(result):
+            return False
+        made_from = self._notes().get(f"spec/{resource.kind}/{resource.metadata.name}")
+        return made_from in (None, spec_hash(spec_document(resource)))
+
+    def _mark_finished(self, resource: Any) -> None:
+        key = f"spec/{resource.kind}/{resource.metadata.name}"
+        self._save_note(key, spec_hash(spec_document(resource)))
+
     def _save_note(self, key: str, value: Any) -> None:
         notes = self._notes()
         notes[key] = value
@@ -113,7 +124,7 @@ class Runner:
         artifact_uri = storage.parse_uri(str(job.spec.output.uri)).join("artifact.json")
         out = Outcome(job.kind, name)
         task = self.progress.add_task(f"train {name}", total=None, info="")
-        if storage.exists(artifact_uri):
+        if self._finished(job, artifact_uri):
             out.skipped = True
         else:
             plan = plan_training(job, self.state.resolve(job))
@@ -128,6 +139,7 @@ class Runner:
                     self._save_note(f"loss/{name}", ev["loss"])
 
             self._run_job(job, plan, (), on_event, "train")
+            self._mark_finished(job)
         artifact = json.loads(storage.read_bytes(artifact_uri))
         self.state.set_status(job, {"phase": "Succeeded", "artifact": artifact})
         loss = self._notes().get(f"loss/{name}")
@@ -155,7 +167,7 @@ class Runner:
         output = self._eval_output(run)
         out = Outcome(run.kind, name)
         task = self.progress.add_task(f"eval {name}", total=None, info="")
-        if storage.exists(output.join("results.json")):
+        if self._finished(run, output.join("results.json")):
             out.skipped = True
         else:
             resolved = self.state.resolve(run)
@@ -172,6 +184,7 @@ class Runner:
 
             self._run_job(run, plan, eval_model_args(resolved), on_event, "eval")
             self._run_job(run, plan_eval_merge(run), (), lambda ev: None, "merge")
+            self._mark_finished(run)
         report = json.loads(storage.read_bytes(output.join("results.json")))
         table = ""
         if storage.exists(output.join("summary.md")):
