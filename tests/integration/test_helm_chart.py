@@ -224,7 +224,10 @@ def test_install_upgrade_uninstall(
     base = ["--namespace", namespace, "--kube-version", K8S_VERSION]
     # --take-ownership: other tests of this session may have applied the CRDs with kubectl,
     # exactly as a user who installed them by hand before adopting the chart.
-    helm(k8s, "install", release, str(CHART), *base[:2], "--take-ownership")
+    notes = helm(k8s, "install", release, str(CHART), *base[:2], "--take-ownership").stdout
+    # NOTES.txt: what to apply next, and that monitoring was found and set up
+    assert "kubectl apply -f examples/pipeline.yaml" in notes
+    assert f'PrometheusRule "{release}-hanlin"' in notes
     deployment = _deployment(k8s, namespace, name)
     assert deployment.spec.replicas == 2
     pod = deployment.spec.template.spec
