@@ -36,6 +36,7 @@ from hanlin_operator.builders.common import (
 )
 from hanlin_operator.conditions import set_condition
 from hanlin_operator.kube import Kube
+from hanlin_operator.reports import read_eval_report
 from hanlin_operator.status import (
     agent_status,
     deployment_status,
@@ -379,6 +380,9 @@ class Reconciler:
             if isinstance(resource, TrainingJob):
                 return training_status(resource, job, docs, previous)
             merge = self.cache.get("Job", ns, f"{name}-merge")
+            published = (docs.get("merge") or {}).get("results")
+            if merge is not None and _job_done(merge) and not published and resource.spec.output:
+                docs["merge"] = read_eval_report(resource.spec.output.uri)
             return eval_status(resource, job, merge, docs, previous)
         deployment = self.cache.get("Deployment", ns, name)
         if isinstance(resource, ModelDeployment):

@@ -37,6 +37,8 @@ def run_operator(settings: OperatorSettings) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # kopf logs every handler call at INFO: thousands of lines a second with many resources.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kube = Kube(api_client())
     if not settings.standalone and not ensure_peering_object(
         kube.api, settings.peering, settings.namespace

@@ -116,3 +116,23 @@ def test_condition_transition_time_moves_only_on_change() -> None:
     same = set_condition(first, "Ready", False, "B", "msg", 2)
     assert same[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
     assert same[0]["reason"] == "B" and same[0]["observedGeneration"] == 2
+
+
+def test_eval_report_read_from_the_output_location(tmp_path: Path) -> None:
+    from hanlin_operator.reports import read_eval_report
+
+    uri = f"file://{tmp_path}/run"
+    assert read_eval_report(uri) == {}
+    (tmp_path / "run").mkdir()
+    doc = {
+        "results": [
+            {"benchmark": "mmlu", "metric": "accuracy", "value": 0.4, "samples": 5, "stderr": None}
+        ],
+        "passed": True,
+    }
+    (tmp_path / "run" / "results.json").write_text(json.dumps(doc))
+    report = read_eval_report(uri)
+    assert report["results"] == [
+        {"benchmark": "mmlu", "metric": "accuracy", "value": 0.4, "samples": 5}
+    ]
+    assert report["reportUri"] == f"{uri}/summary.md"
