@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 t0=$(date +%s)
 bash scripts/build-binaries.sh
+bash scripts/build-promtool.sh
 echo "== binaries ready after $(( $(date +%s) - t0 ))s"
 
 echo "== static checks"
