@@ -106,6 +106,11 @@ def test_memorizes_and_outputs_load(
         )
     assert answers == [a for _, a in CHATS]
     if method == "lora":
+        from hanlin.storage import parse_uri
+        from hanlin.train.output import load_output
+
+        loaded, _ = load_output(parse_uri(f"file://{out}"), tmp_path / "cache")
+        assert [_greedy(loaded.eval(), tok, q) for q, _ in CHATS] == answers
         merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
         assert [_greedy(merged, tok, q) for q, _ in CHATS] == answers
 
