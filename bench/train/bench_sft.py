@@ -18,6 +18,7 @@ import math
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -233,6 +234,8 @@ def main() -> None:
     peak = matmul_peak()
     results = {}
     for which in ("hanlin", "trainer"):
+        # A fresh output each run: hanlin train would otherwise resume a finished job.
+        shutil.rmtree(a.work / which, ignore_errors=True)
         cmd = [
             sys.executable,
             __file__,
@@ -245,8 +248,10 @@ def main() -> None:
             str(a.batch),
             str(a.seq_len),
         ]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        results[which] = json.loads(out.split("RESULT ", 1)[1])
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{which} run failed:\n{proc.stderr[-3000:]}")
+        results[which] = json.loads(proc.stdout.split("RESULT ", 1)[1])
     fpt = model_flops_per_token()
     print(
         f"setup: batch {a.batch} rows x seqLen {a.seq_len}, {a.steps} steps, fp32, "
