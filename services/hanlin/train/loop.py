@@ -141,21 +141,27 @@ def _micro_batches(rows: list[Row], world: World, batch: int) -> list[list[Row]]
 
 
 def train(job: TrainingJob, workdir: Path | None = None) -> Result:
-    """Run a TrainingJob in this process (one rank of it under torchrun)."""
-    spec = job.spec
+    """Run a TrainingJob in this process (one rank of it under torchrun).
+
+    Downloads and resume state go under `workdir` (or $HANLIN_WORK_DIR); with
+    neither, a temporary directory that is removed at the end.
+    """
     world = init_world()
     try:
-        return _train(spec, world, workdir)
+        with contextlib.ExitStack() as stack:
+            if workdir is None and os.environ.get("HANLIN_WORK_DIR"):
+                workdir = Path(os.environ["HANLIN_WORK_DIR"])
+            if workdir is None:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hanlin-train-"))
+                workdir = Path(tmp)
+            return _train(job.spec, world, workdir)
     finally:
         shutdown(world)
 
 
-def _train(spec: TrainingJobSpec, world: World, workdir: Path | None) -> Result:
+def _train(spec: TrainingJobSpec, world: World, workdir: Path) -> Result:
     hp = spec.hyperparameters
-    work = Path(
-        workdir or os.environ.get("HANLIN_WORK_DIR") or tempfile.mkdtemp(prefix="hanlin-train-")
-    )
-    cache = work / f"rank{world.rank}"
+    cache = workdir / f"rank{world.rank}"
     output = parse_uri(spec.output.uri)
     base_dir, tok_dir, sources = _fetch_inputs(spec, cache)
     built = build_model(spec, base_dir, tok_dir)
