@@ -47,7 +47,10 @@ def _record_error(reconciler: Reconciler, body: dict[str, Any], kind: str, err: 
         new.update({"phase": "Failed", "message": message})
     meta = body["metadata"]
     try:
-        reconciler.kube.patch_status(kind, meta["namespace"], meta["name"], new)
+        result = reconciler.kube.patch_status(kind, meta["namespace"], meta["name"], new)
+        if result:
+            result.setdefault("kind", kind)
+            reconciler.cache.put(result)
     except ApiException as patch_err:
         log.warning("could not record %s on %s: %s", reason, meta["name"], patch_err.reason)
     reconciler.kube.event(body, reason, message, warning=True)
@@ -75,6 +78,16 @@ def run_reconcile(reconciler: Reconciler, kind: str, body: Any) -> None:
         return
     _record_error(reconciler, body, kind, failure)
     raise failure
+
+
+def needs_resync(status: Any, **_: Any) -> bool:
+    """Waiting on a reference, or the last reconcile failed: retry slowly until it heals."""
+    if (status or {}).get("phase") == "Waiting":
+        return True
+    return any(
+        c.get("type") == "Reconciled" and c.get("status") == "False"
+        for c in (status or {}).get("conditions") or []
+    )
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
@@ -154,4 +167,7 @@ def _register_kind(
         idle=RESYNC_SECONDS / 2,
         registry=registry,
         id="resync",
+        # Only what events alone may not heal gets a timer: one per resource would be
+        # thousands of idle tasks in a big cluster.
+        when=needs_resync,
     )(resync)

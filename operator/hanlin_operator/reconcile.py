@@ -298,13 +298,13 @@ class Reconciler:
                 applied,
             )
         new_status = self.observe(resource, previous)
-        new_status["conditions"] = set_condition(
-            new_status.get("conditions") or [],
-            "ReferencesReady",
-            True,
-            "Resolved",
-            "",
-            resource.metadata.generation,
+        gen = resource.metadata.generation
+        conds = set_condition(
+            new_status.get("conditions") or [], "ReferencesReady", True, "Resolved", "", gen
+        )
+        # A finished resource keeps the verdict of its last real reconcile (e.g. PermanentError).
+        new_status["conditions"] = (
+            conds if terminal else set_condition(conds, "Reconciled", True, "Applied", "", gen)
         )
         self.write_status(body, previous, new_status)
         return "ok"
@@ -424,6 +424,7 @@ class Reconciler:
         conds = set_condition(
             previous.get("conditions") or [], "ReferencesReady", False, reason, waiting.message, gen
         )
+        conds = set_condition(conds, "Reconciled", True, "Applied", "", gen)
         phase = "Pending" if isinstance(resource, TrainingJob) else "Waiting"
         if isinstance(resource, ModelDeployment | AgentService):
             conds = set_condition(conds, "Ready", False, reason, waiting.message, gen)

@@ -141,12 +141,20 @@ def complete_job(k8s: K8s, ns: str, name: str) -> None:
     batch.patch_namespaced_job_status(name, ns, body)
 
 
-def run_job(k8s: K8s, ns: str, name: str, selector: str | None = None) -> None:
+def run_job(k8s: K8s, ns: str, name: str, selector: str | None = None, count: int = 1) -> None:
     """What the kubelet writes when the pods start: Running and Ready."""
     core = client.CoreV1Api(k8s.api)
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     pods = wait_for(
-        lambda: core.list_namespaced_pod(ns, label_selector=selector or f"job-name={name}").items,
+        lambda: (
+            (
+                pods := core.list_namespaced_pod(
+                    ns, label_selector=selector or f"job-name={name}"
+                ).items
+            )
+            and len(pods) >= count
+            and pods
+        ),
         what="the Job's pods",
     )
     for pod in pods:
@@ -412,7 +420,9 @@ def test_services_eval_against_a_deployment_and_gc(k8s: K8s, operator: Any, ns: 
     shards = wait_for(lambda: job(k8s, ns, "smollm2-eval"), what="eval Job against the deployment")
     env = {e.name: e.value for e in shards.spec.template.spec.containers[0].env}
     assert env["HANLIN_MODEL_ENDPOINT"] == f"http://smollm2.{ns}.svc:8000/v1"
-    run_job(k8s, ns, "analyst", "app.kubernetes.io/instance=analyst,hanlin.dev/kind=AgentService")
+    run_job(
+        k8s, ns, "analyst", "app.kubernetes.io/instance=analyst,hanlin.dev/kind=AgentService", 2
+    )
     st = wait_for(
         lambda: (s := status_of(k8s, "agentservices", ns, "analyst")).get("phase") == "Ready" and s,
         what="agent Ready",

@@ -218,10 +218,21 @@ def test_permanent_error_shows_in_condition_and_event_and_metrics(
             .items
         )
         assert any(e.reason == "PermanentError" and e.type == "Warning" for e in events)
-        text = urllib.request.urlopen("http://127.0.0.1:18493/metrics", timeout=5).read().decode()
+        failed_line = 'hanlin_operator_resources{kind="TrainingJob",phase="Failed"} 1.0'
+        text = wait_for(
+            lambda: (
+                (
+                    t := urllib.request.urlopen("http://127.0.0.1:18493/metrics", timeout=5)
+                    .read()
+                    .decode()
+                )
+                and failed_line in t
+                and t
+            ),
+            what="the Failed phase in the metrics",
+        )
         assert 'hanlin_operator_reconciles_total{kind="TrainingJob",result="error"}' in text
         assert "hanlin_operator_reconcile_duration_seconds_bucket" in text
-        assert 'hanlin_operator_resources{kind="TrainingJob",phase="Failed"} 1.0' in text
         secret_free = subprocess.run(
             ["grep", "-c", "apiKey", str(log_of(tmp_path, "err"))], capture_output=True, text=True
         )
