@@ -267,6 +267,7 @@ def _train(spec: TrainingJobSpec, world: World, workdir: Path) -> Result:
         artifact = None
         if world.main:
             artifact = write_outputs(built, spec, output)
+            reporter.artifact(artifact)
             reporter.emit(
                 {"event": "done", "step": state.step, "totalSteps": total, "artifact": artifact}
             )

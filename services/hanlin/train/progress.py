@@ -3,9 +3,10 @@
 Every report is one JSON object per line (`step`, `totalSteps`, `loss`, `lr`,
 `tokensPerSecond`, `etaSeconds`, `epoch`, `tokens` so far, `elapsedSeconds`), which the local runner and log
 scrapers parse. With HANLIN_METRICS_PORT set, the same numbers are served as
-`hanlin_train_*` Prometheus metrics; with HANLIN_PROGRESS_FILE, the latest
-report is also kept (atomically replaced) in that file for a status reporter.
-When stdout is a terminal a rich progress bar is drawn as well.
+`hanlin_train_*` Prometheus metrics. The same report goes to the resource's
+status through `hanlin.telemetry` (the operator's progress channel; with
+HANLIN_PROGRESS_FILE, a JSON file under the worker's key instead; neither set:
+nowhere). When stdout is a terminal a rich progress bar is drawn as well.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from hanlin.telemetry import ProgressReporter, progress_reporter
 
 
 @dataclass
@@ -56,7 +58,8 @@ class Reporter:
         self.started = time.monotonic()
         self.start_step = start_step
         self.tokens = 0
-        self.file = os.environ.get("HANLIN_PROGRESS_FILE")
+        # Only the main process publishes to the status channel: one writer per key.
+        self.status: ProgressReporter | None = progress_reporter() if enabled else None
         self._bar: Any = None
         self._task: Any = None
         self._server: Any = None
@@ -108,25 +111,40 @@ class Reporter:
         m.eta.set(eta or 0)
         m.tokens.inc(tokens)
         self.emit(line)
+        if self.status is not None:
+            self.status.update(
+                step=step,
+                total_steps=self.total,
+                loss=line["loss"],
+                tokens_per_second=line["tokensPerSecond"],
+                eta_seconds=eta,
+            )
         if self._bar is not None:
             self._bar.update(self._task, completed=step, loss=f"{loss:.4f}")
         return line
 
     def emit(self, obj: dict[str, Any]) -> None:
-        """Print one JSON line (above the bar, if any) and update the progress file."""
+        """Print one JSON line (above the bar, if any)."""
         text = json.dumps(obj)
         if self._bar is not None:
             self._bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:
             print(text, flush=True)  # noqa: T201 - the JSON-lines protocol is stdout
-        if self.file:
-            path = Path(self.file)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+
+    def artifact(self, artifact: dict[str, Any]) -> None:
+        """Publish the finished artifact (it becomes `status.artifact`)."""
+        if self.status is not None:
+            self.status.artifact(
+                uri=artifact["uri"],
+                sha256=artifact.get("sha256"),
+                kind=artifact.get("kind", "model"),
+                merged_uri=artifact.get("mergedUri"),
+            )
 
     def close(self) -> None:
-        """Stop the bar and the metrics server."""
+        """Flush the status channel, stop the bar and the metrics server."""
+        if self.status is not None:
+            self.status.flush()
         if self._bar is not None:
             self._bar.stop()
         if isinstance(self._server, tuple):  # prometheus_client >= 0.17: (server, thread)
