@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -35,9 +36,9 @@ spec:
     return path
 
 
-def _eval(*args: str) -> subprocess.CompletedProcess[str]:
+def _eval(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "hanlin.cli", "eval", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -61,9 +62,15 @@ def _results(out: Path) -> list[dict[str, Any]]:
 def one_worker(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("eval-shards")
     spec, out = _spec(tmp, model_dir), tmp / "one"
-    proc = _eval("--spec", str(spec), "--output", str(out), "--shard", "0/1", "--no-bar")
+    # The status channel as the local runner sets it (a ConfigMap key in a pod).
+    channel = tmp / "progress.json"
+    env = dict(os.environ, HANLIN_PROGRESS_FILE=str(channel), HANLIN_PROGRESS_KEY="shard-0")
+    proc = _eval("--spec", str(spec), "--output", str(out), "--shard", "0/1", "--no-bar", env=env)
     summary = json.loads(proc.stdout.splitlines()[-1])
     assert summary["event"] == "summary" and summary["passed"] is True
+    published = json.loads(channel.read_text())["shard-0"]
+    assert published["progress"]["done"] == published["progress"]["total"] == 8
+    assert [r["value"] for r in published["results"]] == [r["value"] for r in _results(out)]
     return spec, out
 
 

@@ -4,9 +4,11 @@
     hanlin eval merge --spec evalrun.yaml             write results.json + summary.md
 
 The model comes from the spec (`model.uri` or `model.endpoint`); the operator
-resolves `deploymentRef` / `trainingJobRef` and passes `--endpoint-url` /
-`--model-uri`. Inside an Indexed Job the shard defaults to
-`JOB_COMPLETION_INDEX` of `spec.workers`.
+resolves `deploymentRef` / `trainingJobRef` into the environment the planner
+names (HANLIN_MODEL_URI, or HANLIN_MODEL_ENDPOINT + HANLIN_MODEL_NAME, and
+HANLIN_API_KEY), which the matching flags read. Inside an Indexed Job the shard
+defaults to `JOB_COMPLETION_INDEX` of `spec.workers`. Progress and the merged
+results also go to the resource's status through `hanlin.telemetry`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Run an EvalRun workload (ppl and gen benchmarks), or merge shards.")
 
-_API_KEY_ENV = "HANLIN_EVAL_API_KEY"
+_API_KEY_ENV = "HANLIN_API_KEY"
 
 
 def _fail(message: str) -> None:
@@ -157,12 +159,17 @@ def main(
     ] = None,
     shard: Annotated[str | None, typer.Option(help="Run shard I of N, e.g. 0/2.")] = None,
     output: Annotated[str | None, typer.Option(help="Override spec.output.uri.")] = None,
-    model_uri: Annotated[str | None, typer.Option(help="Evaluate this model directory.")] = None,
+    model_uri: Annotated[
+        str | None,
+        typer.Option(help="Evaluate this model directory or URI.", envvar="HANLIN_MODEL_URI"),
+    ] = None,
     endpoint_url: Annotated[
-        str | None, typer.Option(help="Evaluate this OpenAI-compatible API.")
+        str | None,
+        typer.Option(help="Evaluate this OpenAI-compatible API.", envvar="HANLIN_MODEL_ENDPOINT"),
     ] = None,
     endpoint_model: Annotated[
-        str | None, typer.Option(help="Model name sent to the endpoint.")
+        str | None,
+        typer.Option(help="Model name sent to the endpoint.", envvar="HANLIN_MODEL_NAME"),
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Concurrent requests to an endpoint.")] = 8,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics here.")] = None,
@@ -187,6 +194,7 @@ def main(
     from hanlin.eval.results import read_records
     from hanlin.eval.runner import WorkerConfig, planned, run_worker, shard_rows, try_merge
     from hanlin.eval.tasks import TaskError
+    from hanlin.telemetry import progress_reporter
 
     try:
         run = load_spec(spec)
@@ -203,9 +211,15 @@ def main(
     metrics = Metrics.create()
     if metrics_port is not None:
         metrics.serve(metrics_port)
+    status = progress_reporter()
     progress = Progress(
-        total=total, skipped=total - left, bar=sys.stderr if bar else None, metrics=metrics
+        total=total,
+        skipped=total - left,
+        bar=sys.stderr if bar else None,
+        metrics=metrics,
+        status=status,
     )
+    status.update(done=total - left, total=total)
     if left:
         if threads is not None:
             import torch
@@ -216,9 +230,11 @@ def main(
             run_worker(backend, cfg, progress)
         finally:
             backend.close()
+            status.flush()
     report = try_merge(tasks, out, model_name(run, endpoint_model, model_uri), run.spec.thresholds)
     if report is not None:
         _emit_report(report, out)
+        status.results(report["results"], report_uri=out)
 
 
 @app.command()
@@ -253,3 +269,6 @@ def merge(
         _fail(f"{n} samples have no result yet under {out}: run the remaining shards first")
         return
     _emit_report(report, out)
+    from hanlin.telemetry import progress_reporter
+
+    progress_reporter().results(report["results"], report_uri=out)

@@ -6,7 +6,10 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hanlin.telemetry import ProgressReporter
 
 _BAR_WIDTH = 30
 
@@ -55,6 +58,8 @@ class Progress:
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     bar: IO[str] | None = field(default_factory=lambda: sys.stderr)
     metrics: Metrics | None = None
+    status: ProgressReporter | None = None
+    """The resource's status channel (throttled there; every batch here)."""
     done: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -84,6 +89,10 @@ class Progress:
         }
         self.out.write(json.dumps(event) + "\n")
         self.out.flush()
+        if self.status is not None:
+            self.status.update(
+                done=self.done, total=self.total, samples_per_second=event["samplesPerSecond"]
+            )
         self._draw()
 
     def _draw(self) -> None:

@@ -11,8 +11,9 @@ read next to their spec file:
 - `HANLIN_MODEL_ENDPOINT`, `HANLIN_MODEL_NAME`: the OpenAI base URL and model
   name when an EvalRun evaluates a deploymentRef.
 - `HANLIN_LLM_URL`, `HANLIN_LLM_MODEL`: the same for an AgentService's deploymentRef.
-- `HANLIN_API_KEY`: the serving API key, or the key for an external endpoint,
-  always from a Secret by reference.
+- `HANLIN_API_KEY`: the serving API key, or the key for an EvalRun's external
+  endpoint; `HANLIN_LLM_API_KEY`: the key an agent sends to its LLM endpoint.
+  Always from a Secret by reference.
 """
 
 from __future__ import annotations
@@ -209,7 +210,18 @@ def plan_serving(md: ModelDeployment, resolved: Resolved | None = None) -> Workl
         name=md.metadata.name,
         role="serve",
         shape="service",
-        command=("hanlin", "serve", "--spec", SPEC_PATH),
+        # Bind every interface inside the pod; the ports are the plan's (probes, Service).
+        command=(
+            "hanlin",
+            "serve",
+            "--spec",
+            SPEC_PATH,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(REST_PORT),
+            *(("--grpc-port", str(GRPC_PORT)) if spec.api.grpc else ()),
+        ),
         env=tuple(env),
         replicas=replicas,
         ports=tuple(ports),
@@ -231,12 +243,22 @@ def plan_agent(agent: AgentService, resolved: Resolved | None = None) -> Workloa
     env += _endpoint_env("HANLIN_LLM_URL", "HANLIN_LLM_MODEL", resolved)
     if spec.llm.endpoint is not None and spec.llm.endpoint.api_key_secret_ref is not None:
         ref = spec.llm.endpoint.api_key_secret_ref
-        env.append(EnvVar("HANLIN_API_KEY", SecretValue(ref.name, ref.key)))
+        # The agent's own API is not keyed; this is the key it sends to its LLM.
+        env.append(EnvVar("HANLIN_LLM_API_KEY", SecretValue(ref.name, ref.key)))
     return WorkloadPlan(
         name=agent.metadata.name,
         role="agent",
         shape="service",
-        command=("hanlin", "agent", "--spec", SPEC_PATH),
+        command=(
+            "hanlin",
+            "agent",
+            "--spec",
+            SPEC_PATH,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(AGENT_PORT),
+        ),
         env=tuple(env),
         replicas=spec.replicas,
         ports=(Port("http", AGENT_PORT),),

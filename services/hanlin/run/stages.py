@@ -21,7 +21,6 @@ from rich.progress import Progress, TaskID
 from hanlin import storage
 from hanlin.api import AgentService, EvalRun, ModelDeployment, TrainingJob
 from hanlin.plan import (
-    Resolved,
     WorkloadPlan,
     plan_agent,
     plan_eval,
@@ -182,7 +181,7 @@ class Runner:
                         info=f"{ev.get('benchmark', '')} {ev.get('samplesPerSecond', 0)}/s",
                     )
 
-            self._run_job(run, plan, eval_model_args(resolved), on_event, "eval")
+            self._run_job(run, plan, (), on_event, "eval")
             self._run_job(run, plan_eval_merge(run), (), lambda ev: None, "merge")
             self._mark_finished(run)
         report = json.loads(storage.read_bytes(output.join("results.json")))
@@ -267,8 +266,7 @@ class Runner:
                 "supported locally; set spec.output.mergeAdapter: true on the TrainingJob"
             )
         plan = plan_serving(md, resolved)
-        extra = ("--model", "$(HANLIN_MODEL_URI)") if resolved.model_uri else ()
-        _, ports = self._run_service(md, plan, extra)
+        _, ports = self._run_service(md, plan, ())
         served = md.spec.model.name or md.metadata.name
         rest = f"http://{LOCALHOST}:{ports.local(plan.ports[0].port)}/v1"
         grpc = next(
@@ -309,18 +307,6 @@ class Runner:
     def shutdown(self, grace_seconds: float = 10.0) -> None:
         """Stop every child still running (process groups: SIGTERM, then SIGKILL)."""
         stop(self.children, grace_seconds)
-
-
-def eval_model_args(resolved: Resolved) -> tuple[str, ...]:
-    """`hanlin eval` takes the resolved model as flags (it does not read HANLIN_MODEL_URI)."""
-    if resolved.model_uri:
-        return ("--model-uri", "$(HANLIN_MODEL_URI)")
-    if resolved.endpoint_url:
-        args: tuple[str, ...] = ("--endpoint-url", "$(HANLIN_MODEL_ENDPOINT)")
-        if resolved.endpoint_model:
-            args += ("--endpoint-model", "$(HANLIN_MODEL_NAME)")
-        return args
-    return ()
 
 
 StageFn = Callable[[Any], Outcome]

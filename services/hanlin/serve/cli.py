@@ -17,7 +17,12 @@ def serve(
         Path | None, typer.Option(help="A ModelDeployment resource (what the operator mounts).")
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="Model directory or URI (overrides spec.model).")
+        str | None,
+        typer.Option(
+            help="Model directory or URI (overrides spec.model; the operator resolves "
+            "spec.model.trainingJobRef into HANLIN_MODEL_URI).",
+            envvar="HANLIN_MODEL_URI",
+        ),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="REST port (0: REST off).")] = 8000,

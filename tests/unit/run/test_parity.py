@@ -17,7 +17,6 @@ from hanlin.api import AgentService, AnyResource, EvalRun, ModelDeployment, Trai
 from hanlin.plan import SPEC_PATH, Resolved, plan_eval_merge, plan_resource
 from hanlin.run.render import LOCALHOST, LocalPorts, expand, render, service_args
 from hanlin.run.resources import load_file
-from hanlin.run.stages import eval_model_args
 from hanlin_operator.builders import (
     BuildSettings,
     agent_service,
@@ -131,11 +130,15 @@ def test_eval_merge_step_matches(tmp_path: Path) -> None:
     assert list(proc.argv) == want
 
 
-def test_eval_model_flags_expand_from_the_plan_env(tmp_path: Path) -> None:
+def test_resolved_model_reaches_eval_through_the_plan_env(tmp_path: Path) -> None:
+    from typer.main import get_command
+
+    from hanlin.eval.cli import app as eval_app
+
     run = next(r for r in _resources() if isinstance(r, EvalRun))
     resolved = Resolved(model_uri="file:///m/merged")
-    plan = plan_resource(run, resolved)
-    (proc,) = render(
-        plan, tmp_path / "s.yaml", tmp_path, LocalPorts(), {}, eval_model_args(resolved)
-    )
-    assert proc.argv[-2:] == ("--model-uri", "file:///m/merged")
+    (proc,) = render(plan_resource(run, resolved), tmp_path / "s.yaml", tmp_path, LocalPorts(), {})
+    assert proc.env["HANLIN_MODEL_URI"] == "file:///m/merged"
+    # The same argv in a pod and here: `hanlin eval` reads the variable the plan sets.
+    params = {p.name: p for p in get_command(eval_app).params}
+    assert params["model_uri"].envvar == "HANLIN_MODEL_URI"
