@@ -51,14 +51,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def crds(k8s: K8s) -> None:
-    k8s.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     peering = subprocess.run(
         [sys.executable, "-m", "hanlin.cli", "operator", "peering-crds"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    k8s.kubectl("apply", "--server-side", "-f", "-", input=peering)
+    k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=peering)
     k8s.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
 
 

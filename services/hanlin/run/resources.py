@@ -1,8 +1,12 @@
 """Reading a resource file for the local runner: local URIs, validation, reference order.
 
-The file is the same one a user `kubectl apply`s, with two local conveniences:
-a `uri` without a scheme is a path relative to the file, and the dev model's
-`pvc://models/smollm2-135m-instruct` is provisioned on first use. The order
+The file is the same one a user `kubectl apply`s, with local conveniences:
+a `uri` without a scheme is a path relative to the file (a local-only shorthand the
+API server refuses), and a `pvc://CLAIM/PATH` that the workdir's volumes do not hold
+yet is seeded on first use: the dev model's `pvc://models/smollm2-135m-instruct`
+from the model cache, anything else from `CLAIM/PATH` beside the file (so
+`examples/quickstart.yaml` names its shipped data as `pvc://data/...`, which a
+cluster provides as a PersistentVolumeClaim). The order
 comes from the operator's own `references()`, so both run the chain alike.
 """
 
@@ -95,22 +99,39 @@ def order(resources: list[AnyResource]) -> list[AnyResource]:
     return done
 
 
-def provision_dev_model(resources: list[AnyResource], pvc_root: Path) -> Path | None:
-    """Put the dev model where a `pvc://models/<dev model>` URI points, if one does; its path."""
+def _pvc_uris(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [u for v in node.values() for u in _pvc_uris(v)]
+    if isinstance(node, list):
+        return [u for v in node for u in _pvc_uris(v)]
+    return [node] if isinstance(node, str) and node.startswith("pvc://") else []
+
+
+def provision(resources: list[AnyResource], pvc_root: Path, base: Path) -> list[Path]:
+    """Seed the pvc:// paths the resources read that the local volumes lack; what was linked.
+
+    Outputs are not seeded: a path is linked only where a source for it exists.
+    """
     from hanlin.dev.model import MODEL_NAME
 
-    wanted = f"pvc://{DEV_MODEL_CLAIM}/{MODEL_NAME}"
-    text = "\n".join(yaml.safe_dump(r.spec.to_dict()) for r in resources)
-    if wanted not in text:
-        return None
-    dest = pvc_root / DEV_MODEL_CLAIM / MODEL_NAME
-    if not (dest / "config.json").is_file():
-        from hanlin.dev.model import ensure_model
+    linked = []
+    for uri in sorted({u for r in resources for u in _pvc_uris(r.spec.to_dict())}):
+        rel = uri.removeprefix("pvc://").rstrip("/")
+        dest = pvc_root / rel
+        if dest.exists():
+            continue
+        if rel == f"{DEV_MODEL_CLAIM}/{MODEL_NAME}":
+            from hanlin.dev.model import ensure_model
 
-        # The cached copy is built once per machine; a link avoids copying half a gigabyte.
-        cached = ensure_model()
+            # The cached copy is built once per machine; a link avoids copying it.
+            source = ensure_model()
+        elif (base / rel).exists():
+            source = (base / rel).resolve()
+        else:
+            continue
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.is_symlink():
+        if dest.is_symlink():  # a dangling link from an earlier run
             dest.unlink()
-        dest.symlink_to(cached, target_is_directory=True)
-    return dest
+        dest.symlink_to(source, target_is_directory=source.is_dir())
+        linked.append(dest)
+    return linked

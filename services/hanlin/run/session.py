@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from hanlin.api import AgentService, EvalRun, ModelDeployment, TrainingJob
 from hanlin.run.render import RenderError
-from hanlin.run.resources import RunError, load_file, order, provision_dev_model
+from hanlin.run.resources import RunError, load_file, order, provision
 from hanlin.run.stages import Outcome, Runner
 from hanlin.run.state import GateFailed
 from hanlin.run.summary import print_summary
@@ -37,7 +37,7 @@ def run_file(file: Path, workdir: Path, *, exit_when_ready: bool, task: str) -> 
     os.environ["HANLIN_PVC_ROOT"] = str(pvc_root)
     try:
         resources = order(load_file(file))
-        provision_dev_model(resources, pvc_root)
+        provision(resources, pvc_root, file.resolve().parent)
     except RunError as err:
         console.print(f"[red]error:[/red] {err}")
         return 2

@@ -78,10 +78,12 @@ class LocalBackend:
 
     def download(self, key: str, path: Path) -> None:
         source = self._path(key)
-        if not source.is_file():
-            raise StorageError(f"{self.uri}/{key} does not exist")
         path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, path)
+        # No exists-then-copy: a republish may swap the directory between the two.
+        try:
+            shutil.copyfile(source, path)
+        except (FileNotFoundError, IsADirectoryError):
+            raise StorageError(f"{self.uri}/{key} does not exist") from None
 
     def list(self, prefix: str = "") -> list[str]:
         base = self._path(prefix)

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hanlin.run.resources import RunError, load_file, order
+from hanlin.run.resources import RunError, load_file, order, provision
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
-def test_quickstart_orders_the_chain_and_localizes_the_data() -> None:
+def test_quickstart_orders_the_chain_and_seeds_the_data(tmp_path: Path) -> None:
     resources = order(load_file(EXAMPLES / "quickstart.yaml"))
     assert [r.kind for r in resources] == [
         "TrainingJob",
@@ -20,9 +20,24 @@ def test_quickstart_orders_the_chain_and_localizes_the_data() -> None:
         "ModelDeployment",
         "AgentService",
     ]
-    data_uri = resources[0].spec.data[0].uri  # type: ignore[union-attr]
-    assert data_uri == (EXAMPLES / "data" / "instructions.jsonl").resolve().as_uri()
-    assert Path(data_uri.removeprefix("file://")).is_file()
+    assert resources[0].spec.data[0].uri == "pvc://data/instructions.jsonl"  # type: ignore[union-attr]
+    linked = provision(resources, tmp_path, EXAMPLES)
+    seeded = tmp_path / "data" / "instructions.jsonl"
+    assert (
+        seeded in linked
+        and seeded.read_text() == (EXAMPLES / "data" / "instructions.jsonl").read_text()
+    )
+    assert (tmp_path / "models" / "smollm2-135m-instruct" / "config.json").is_file()
+    # Outputs are not seeded, and a second call links nothing new.
+    assert not (tmp_path / "artifacts").exists()
+    assert provision(resources, tmp_path, EXAMPLES) == []
+
+
+def test_a_relative_uri_is_a_local_path_beside_the_file(tmp_path: Path) -> None:
+    text = (EXAMPLES / "quickstart.yaml").read_text()
+    (tmp_path / "q.yaml").write_text(text.replace("pvc://data/instructions.jsonl", "rows.jsonl"))
+    resources = load_file(tmp_path / "q.yaml")
+    assert resources[0].spec.data[0].uri == (tmp_path / "rows.jsonl").as_uri()  # type: ignore[union-attr]
 
 
 def test_order_follows_references_whatever_the_file_order(tmp_path: Path) -> None:
