@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "hanlin.dev", "v1alpha1"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 90.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
