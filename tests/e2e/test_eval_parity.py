@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from hanlin.dev.fixtures import hanlin_server
 from hanlin.eval.registry import DATA_DIR
 from hanlin.eval.results import read_records
 
@@ -206,42 +204,16 @@ def test_gen_matches_lm_eval(lm_eval_run: dict[str, Any], hanlin_hf: Any) -> Non
     assert _value(report, "arithmetic", "exactMatch") == pytest.approx(em, abs=1e-12)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def serve_url(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    cmd = [
-        sys.executable, "-m", "hanlin.cli", "serve", "--model", str(model_dir),
-        "--port", str(port), "--served-model-name", "smol", "--max-model-len", "512",
-        "--max-seqs", "8", "--max-queue", "64", "--kv-cache-mib", "128",
+    args = [
+        "serve", "--model", str(model_dir), "--served-model-name", "smol",
+        "--max-model-len", "512", "--max-seqs", "8", "--max-queue", "64", "--kv-cache-mib", "128",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "HANLIN_API_KEY"}
-    with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with hanlin_server(args, log, env=env) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_openai_backend_against_hanlin_serve_gives_the_same_scores(

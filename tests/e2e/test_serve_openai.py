@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,48 +14,23 @@ import openai
 import pytest
 import torch
 
+from hanlin.dev.fixtures import hanlin_server
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 API_KEY = "test-key-123"
 MODEL = "smol"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    env = dict(os.environ, HANLIN_API_KEY=API_KEY)
-    cmd = [
-        sys.executable, "-m", "hanlin.cli", "serve", "--model", str(model_dir),
-        "--port", str(port), "--served-model-name", MODEL, "--max-model-len", "256",
-        "--max-seqs", "4", "--max-queue", "4", "--kv-cache-mib", "64",
+    args = [
+        "serve", "--model", str(model_dir), "--served-model-name", MODEL,
+        "--max-model-len", "256", "--max-seqs", "4", "--max-queue", "4", "--kv-cache-mib", "64",
     ]  # fmt: skip
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with hanlin_server(args, log, env=dict(os.environ, HANLIN_API_KEY=API_KEY)) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,3 +130,48 @@ def model_dir() -> Path:
     from hanlin.dev.model import ensure_model
 
     return ensure_model()
+
+
+@contextmanager
+def hanlin_server(
+    args: list[str],
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 180.0,
+) -> Iterator[str]:
+    """Run `hanlin ARGS --port P` on a free loopback port until its /health answers.
+
+    Yields the base URL (`http://127.0.0.1:P`); the server's output goes to `log`
+    (quoted in the error if it exits or never becomes healthy). Stopped on exit.
+    """
+    import httpx
+
+    from hanlin.dev.processes import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "hanlin.cli", *args, "--port", str(port)]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"hanlin {args[0]} exited: {log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"hanlin {args[0]} did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
