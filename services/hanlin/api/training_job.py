@@ -17,6 +17,8 @@ from hanlin.api.uri import OutputURI, SourceURI
 Method = Literal["pretrain", "continue", "sft"]
 DataFormat = Literal["text", "alpaca", "messages", "conversation"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Sharding = Literal["none", "fsdp"]
+FSDP_NEEDS_FULL = "spec.hyperparameters.sharding fsdp is only for full training; it is not allowed with spec.adapter"
 TrainingPhase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
 
 
@@ -153,6 +155,11 @@ class Hyperparameters(SpecModel):
     """Compute precision. `auto`: bf16 on GPUs that support it, otherwise fp32."""
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 42
     """Random seed for initialisation, shuffling and dropout."""
+    sharding: Sharding = "none"
+    """How several processes split the work. `none`: every process holds the whole model,
+optimizer state and gradients (DDP). `fsdp`: parameters, gradients and optimizer state are
+sharded across processes (FSDP), so larger models fit; full training only (not with
+`adapter`). One process trains the same either way."""
 
 
 class TrainingResources(Resources):
@@ -226,6 +233,12 @@ class TrainingJobSpec(SpecModel):
                 field_path=".output.mergeAdapter",
             ),
             cel(
+                "!has(self.adapter) || !has(self.hyperparameters) || "
+                "!has(self.hyperparameters.sharding) || self.hyperparameters.sharding != 'fsdp'",
+                FSDP_NEEDS_FULL,
+                field_path=".hyperparameters.sharding",
+            ),
+            cel(
                 "self.method == oldSelf.method",
                 "spec.method is immutable",
                 field_path=".method",
@@ -296,6 +309,8 @@ instruction or chat data (loss on the responses only). Immutable."""
         if self.output.merge_adapter and self.adapter is None:
             raise ValueError("spec.output.mergeAdapter is only allowed with spec.adapter")
         hp = self.hyperparameters
+        if hp.sharding == "fsdp" and self.adapter is not None:
+            raise ValueError(FSDP_NEEDS_FULL)
         if hp.max_steps is not None and hp.epochs is not None:
             raise ValueError("spec.hyperparameters: set at most one of maxSteps and epochs")
         if hp.max_steps is not None and hp.warmup_steps >= hp.max_steps:

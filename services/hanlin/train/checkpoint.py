@@ -69,20 +69,20 @@ def save_checkpoint(
     output: StorageURI,
     state: TrainState,
     params: dict[str, torch.Tensor],
-    optimizer: Any,
-    scheduler: Any,
+    optim_state: dict[str, Any],
     rng_states: list[dict[str, Any]],
     keep: int,
 ) -> StorageURI:
-    """Publish a checkpoint, then delete all but the newest `keep`."""
+    """Publish a checkpoint, then delete all but the newest `keep`.
+
+    `params` are full (unsharded) tensors; `optim_state` holds the optimizer's and
+    scheduler's state dicts and how the optimizer state is laid out.
+    """
     target = checkpoint_uri(output, state.step)
     with tempfile.TemporaryDirectory(prefix="hanlin-ckpt-") as tmp:
         d = Path(tmp)
         save_file({k: v.contiguous() for k, v in params.items()}, str(d / "params.safetensors"))
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-            d / "optim.pt",
-        )
+        torch.save(optim_state, d / "optim.pt")
         torch.save(rng_states, d / "rng.pt")
         (d / "state.json").write_text(json.dumps(state.__dict__))
         storage.publish_dir(d, target, metadata={"kind": "checkpoint", "step": state.step})

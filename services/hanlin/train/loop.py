@@ -4,7 +4,7 @@ Loss normalisation is what makes N processes equal one: each optimizer step's
 loss is the sum of token losses over the whole global batch divided by the
 number of target tokens in that batch (counted across all processes first).
 Each process backpropagates its share scaled by the world size, because DDP
-averages gradients over processes.
+and FSDP both average gradients over processes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from hanlin.api.training_job import TrainingJob, TrainingJobSpec
 from hanlin.storage import parse_uri
 from hanlin.train import checkpoint
 from hanlin.train.distributed import World, all_sum, init_world, shutdown
-from hanlin.train.modeling import ModelError, build_model, load_trainable_state, trainable_state
+from hanlin.train.modeling import ModelError, build_model
 from hanlin.train.output import write_outputs
 from hanlin.train.pipeline import (
     DataPlan,
@@ -39,6 +39,7 @@ from hanlin.train.pipeline import (
     global_batches,
 )
 from hanlin.train.progress import Reporter
+from hanlin.train.sharding import Parallel
 from hanlin.train.tokenize import IGNORE
 
 
@@ -186,6 +187,8 @@ def _train(spec: TrainingJobSpec, world: World, workdir: Path) -> Result:
                 f"({plan.rows_per_step}); add data or lower spec.hyperparameters.batchSize"
             )
         total = per_epoch * (hp.epochs or 1)
+    # Sharding replaces the parameters, so it comes before the optimizer sees them.
+    parallel = Parallel(CausalLMLoss(model), model, world, hp.sharding)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -194,8 +197,13 @@ def _train(spec: TrainingJobSpec, world: World, workdir: Path) -> Result:
     state = checkpoint.TrainState()
     loaded = checkpoint.load_latest(output, cache / "resume")
     if loaded is not None:
-        load_trainable_state(model, {k: v.to(world.device) for k, v in loaded.params.items()})
-        optimizer.load_state_dict(loaded.optim["optimizer"])
+        written = loaded.optim.get("sharding", "none")
+        if written != parallel.kind:
+            raise ModelError(
+                f"spec.hyperparameters.sharding: the checkpoint at step {loaded.state.step} was "
+                f"written with sharding {written} across processes; resume it the same way"
+            )
+        parallel.load(loaded.params, optimizer, loaded.optim["optimizer"])
         scheduler.load_state_dict(loaded.optim["scheduler"])
         state = loaded.state
         rngs = loaded.rng_states
@@ -204,12 +212,7 @@ def _train(spec: TrainingJobSpec, world: World, workdir: Path) -> Result:
         # Same weights everywhere (seeded above); different dropout per process.
         torch.manual_seed(hp.seed + world.rank)
     resumed_from = state.step
-    loss_module: nn.Module = CausalLMLoss(model)
-    if world.size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [world.device.index] if world.device.type == "cuda" else None
-        loss_module = DistributedDataParallel(loss_module, device_ids=ids)
+    loss_module = parallel.module
     autocast = _autocast(hp.precision, world.device)
     reporter = Reporter(total, state.step, world.main)
     try:
@@ -231,9 +234,7 @@ def _train(spec: TrainingJobSpec, world: World, workdir: Path) -> Result:
             for i, b in enumerate(micro):
                 b = {k: v.to(world.device) for k, v in b.items()}
                 # Gradients are all-reduced once per optimizer step, on the last micro-batch.
-                sync = i == len(micro) - 1 or world.size == 1
-                ctx = contextlib.nullcontext() if sync else loss_module.no_sync()  # type: ignore[operator]
-                with ctx, autocast():
+                with parallel.sync(i == len(micro) - 1), autocast():
                     loss, _ = loss_module(b["input_ids"], b["position_ids"], b["labels"])
                 (loss * world.size / global_targets).backward()
                 loss_sum += float(loss.detach())
@@ -251,22 +252,24 @@ def _train(spec: TrainingJobSpec, world: World, workdir: Path) -> Result:
             reporter.report(state.step, last_loss, lr, int(tokens), time.perf_counter() - t0, frac)
             if (every and state.step % every == 0) or state.step == total:
                 rngs = _gather_rng(world)
+                if world.main or parallel.fsdp:  # gathering sharded state takes every process
+                    trained = parallel.full_params()
+                    optim_state = {
+                        "optimizer": parallel.optimizer_state(optimizer),
+                        "scheduler": scheduler.state_dict(),
+                        "sharding": parallel.kind,
+                    }
                 if world.main:
                     checkpoint.save_checkpoint(
-                        output,
-                        state,
-                        trainable_state(model),
-                        optimizer,
-                        scheduler,
-                        rngs,
-                        spec.checkpoint.keep,
+                        output, state, trained, optim_state, rngs, spec.checkpoint.keep
                     )
                     reporter.metrics.checkpoints.inc()
                 if world.size > 1:
                     dist.barrier()
         artifact = None
+        full = parallel.full_model_state() if parallel.fsdp else None
         if world.main:
-            artifact = write_outputs(built, spec, output)
+            artifact = write_outputs(built, spec, output, full)
             reporter.artifact(artifact)
             reporter.emit(
                 {"event": "done", "step": state.step, "totalSteps": total, "artifact": artifact}

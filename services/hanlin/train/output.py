@@ -42,8 +42,16 @@ def _merge(built: BuiltModel, spec: TrainingJobSpec, adapter_dir: Path, out: Pat
     built.tokenizer.save_pretrained(out)
 
 
-def write_outputs(built: BuiltModel, spec: TrainingJobSpec, output: StorageURI) -> dict[str, Any]:
-    """Save and publish the trained result; returns the artifact description."""
+def write_outputs(
+    built: BuiltModel,
+    spec: TrainingJobSpec,
+    output: StorageURI,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Save and publish the trained result; returns the artifact description.
+
+    `state_dict`: the full weights when the model in memory is sharded (FSDP).
+    """
     model = _unwrap(built.model)
     meta: dict[str, Any] = {"method": spec.method, "baseModel": spec.model.uri}
     with tempfile.TemporaryDirectory(prefix="hanlin-out-") as tmp:
@@ -59,7 +67,7 @@ def write_outputs(built: BuiltModel, spec: TrainingJobSpec, output: StorageURI) 
             if built.quant_bits:
                 meta["quantization"] = {"bits": built.quant_bits, "method": "hanlin.quant"}
         else:
-            model.save_pretrained(out, safe_serialization=True)
+            model.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
         built.tokenizer.save_pretrained(out)
         manifest = storage.publish_dir(out, output.join(name), metadata={"kind": name, **meta})
         artifact: dict[str, Any] = {
