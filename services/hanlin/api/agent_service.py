@@ -63,7 +63,7 @@ class ServiceReference(SpecModel):
 
 
 class RemoteTool(SpecModel):
-    """A tool server (OpenAPI at /openapi.json, `POST /{ToolName}`) whose tools the agent may call."""
+    """A tool server (OpenAPI at /openapi.json, `POST /tools/{name}`) whose tools the agent may call."""
 
     model_config = SpecModel.model_config | {
         "json_schema_extra": validations(
@@ -114,7 +114,7 @@ class ToolSpec(SpecModel):
 
     builtin: BuiltinTool | None = None
     """A built-in tool: `calculator` (arithmetic), `python` (sandboxed code execution),
-`http` (GET/POST to allowed hosts), `retrieval` (search over documents)."""
+`http` (GET from allowed hosts), `retrieval` (search over documents)."""
     config: dict[str, Any] | None = Field(
         default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )

@@ -181,7 +181,7 @@ class ApiSpec(SpecModel):
     rest: bool = True
     """OpenAI-compatible REST (`/v1/chat/completions`, `/v1/completions`, `/v1/models`) on port 8000."""
     grpc: bool = True
-    """The gRPC API on port 9000."""
+    """The gRPC API (`services/hanlin/serve/proto/serve.proto`) on port 50051."""
     api_key_secret_ref: SecretKeyReference | None = None
     """A Secret key holding the API key clients must send; unset leaves the API open."""
 
