@@ -63,35 +63,41 @@ class GateFailed(Exception):
 
 @dataclass
 class Cache:
-    """Last-seen objects by (kind, namespace, name), fed by watch events and apply responses."""
+    """Last-seen objects by kind, then (namespace, name), fed by watch events and apply responses.
 
-    objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    Indexed by kind first: every watch event of a resource asks for the objects of the
+    referencing kinds, and a scan of the whole cache there made each event cost
+    O(all objects), the whole run O(N^2).
+    """
+
+    objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def put(self, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
         if not obj.get("kind") or not meta.get("name"):
             return
-        key = (obj["kind"], meta.get("namespace", ""), meta["name"])
+        key = (meta.get("namespace", ""), meta["name"])
         obj = _trim(obj)
         with self.lock:
-            old = self.objects.get(key)
+            of_kind = self.objects.setdefault(obj["kind"], {})
+            old = of_kind.get(key)
             # An older copy (from a slow apply response) must not replace a newer event.
             if old is not None and _rv(old) > _rv(obj):
                 return
-            self.objects[key] = obj
+            of_kind[key] = obj
 
     def drop(self, kind: str, namespace: str, name: str) -> None:
         with self.lock:
-            self.objects.pop((kind, namespace, name), None)
+            self.objects.get(kind, {}).pop((namespace, name), None)
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self.lock:
-            return self.objects.get((kind, namespace, name))
+            return self.objects.get(kind, {}).get((namespace, name))
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         with self.lock:
-            return [o for (k, _, _), o in self.objects.items() if k == kind]
+            return list(self.objects.get(kind, {}).values())
 
 
 #: kinds whose cached copy keeps its spec (the references and status need it)
