@@ -172,7 +172,10 @@ def main(
         typer.Option(help="Model name sent to the endpoint.", envvar="HANLIN_MODEL_NAME"),
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Concurrent requests to an endpoint.")] = 8,
-    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics here.")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on this port.", envvar="HANLIN_METRICS_PORT"),
+    ] = None,
     bar: Annotated[bool, typer.Option(help="Draw a progress bar on stderr.")] = True,
     threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's).")] = None,
 ) -> None:

@@ -21,6 +21,7 @@ REST_PORT = 8000
 GRPC_PORT = 50051
 AGENT_PORT = 8080
 MASTER_PORT = 29500
+METRICS_PORT = 9090
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class Port:
 
     name: str
     port: int
+    per_replica: bool = False
+    """Each replica listens on its own (a pod has its own network; local processes
+    of one workload need one port each). False: the replicas share it (rendezvous)."""
 
 
 @dataclass(frozen=True)

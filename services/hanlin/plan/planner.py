@@ -32,6 +32,7 @@ from hanlin.plan.model import (
     AGENT_PORT,
     GRPC_PORT,
     MASTER_PORT,
+    METRICS_PORT,
     REST_PORT,
     SPEC_PATH,
     Compute,
@@ -46,6 +47,8 @@ from hanlin.plan.model import (
 )
 
 HOME = "/home/hanlin"
+#: The bind address of every listener inside a pod (a local runner makes it loopback).
+ALL_INTERFACES = "0.0.0.0"
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,14 @@ def _common_env(name: str, progress: bool) -> list[EnvVar]:
     return env
 
 
+def _metrics_env() -> list[EnvVar]:
+    # Jobs serve /metrics for the PodMonitor; inside a pod that means every interface.
+    return [
+        EnvVar("HANLIN_METRICS_HOST", ALL_INTERFACES),
+        EnvVar("HANLIN_METRICS_PORT", str(METRICS_PORT)),
+    ]
+
+
 def plan_training(job: TrainingJob, resolved: Resolved | None = None) -> WorkloadPlan:
     """TrainingJob -> one indexed replica per node, each running torchrun over `hanlin train`."""
     spec = job.spec
@@ -97,6 +108,7 @@ def plan_training(job: TrainingJob, resolved: Resolved | None = None) -> Workloa
         EnvVar("MASTER_ADDR", LeaderAddress()),
         EnvVar("MASTER_PORT", str(MASTER_PORT)),
         EnvVar("HANLIN_PROGRESS_KEY", "rank-$(HANLIN_INDEX)"),
+        *_metrics_env(),
     ]
     if resolved is not None and resolved.model_uri:
         env.append(EnvVar("HANLIN_MODEL_URI", resolved.model_uri))
@@ -120,7 +132,7 @@ def plan_training(job: TrainingJob, resolved: Resolved | None = None) -> Workloa
         command=command,
         env=tuple(env),
         replicas=res.nodes,
-        ports=(Port("rendezvous", MASTER_PORT),),
+        ports=(Port("rendezvous", MASTER_PORT), Port("metrics", METRICS_PORT, per_replica=True)),
         compute=_compute(res),
         scratch=_common_scratch(shm=True),
         image=spec.image,
@@ -142,6 +154,7 @@ def plan_eval(run: EvalRun, resolved: Resolved | None = None) -> WorkloadPlan:
     spec = run.spec
     env = _common_env(run.metadata.name, progress=True)
     env.append(EnvVar("HANLIN_PROGRESS_KEY", "shard-$(HANLIN_INDEX)"))
+    env += _metrics_env()
     if resolved is not None and resolved.model_uri:
         env.append(EnvVar("HANLIN_MODEL_URI", resolved.model_uri))
     env += _endpoint_env("HANLIN_MODEL_ENDPOINT", "HANLIN_MODEL_NAME", resolved)
@@ -162,6 +175,7 @@ def plan_eval(run: EvalRun, resolved: Resolved | None = None) -> WorkloadPlan:
         ),
         env=tuple(env),
         replicas=spec.workers,
+        ports=(Port("metrics", METRICS_PORT, per_replica=True),),
         compute=_compute(spec.resources),
         scratch=_common_scratch(),
         image=spec.image,
@@ -217,7 +231,7 @@ def plan_serving(md: ModelDeployment, resolved: Resolved | None = None) -> Workl
             "--spec",
             SPEC_PATH,
             "--host",
-            "0.0.0.0",
+            ALL_INTERFACES,
             "--port",
             str(REST_PORT),
             *(("--grpc-port", str(GRPC_PORT)) if spec.api.grpc else ()),
@@ -255,7 +269,7 @@ def plan_agent(agent: AgentService, resolved: Resolved | None = None) -> Workloa
             "--spec",
             SPEC_PATH,
             "--host",
-            "0.0.0.0",
+            ALL_INTERFACES,
             "--port",
             str(AGENT_PORT),
         ),

@@ -31,6 +31,7 @@ from hanlin.plan import (
     SecretValue,
     WorkloadPlan,
 )
+from hanlin.plan.planner import ALL_INTERFACES
 
 _REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 LOCALHOST = "127.0.0.1"
@@ -56,13 +57,17 @@ class LocalProcess:
 class LocalPorts:
     """Container port -> the free local port that stands in for it, per workload."""
 
-    mapping: dict[int, int] = field(default_factory=dict)
+    mapping: dict[tuple[int, int], int] = field(default_factory=dict)
 
-    def local(self, port: int) -> int:
-        """The local port for a container port (allocated on first use)."""
-        if port not in self.mapping:
-            self.mapping[port] = free_port()
-        return self.mapping[port]
+    def local(self, port: int, replica: int = 0) -> int:
+        """The local port for a container port (allocated on first use).
+
+        `replica` tells apart the replicas of a per-replica port (each pod has one;
+        local processes must not share it); shared ports always use replica 0.
+        """
+        if (port, replica) not in self.mapping:
+            self.mapping[(port, replica)] = free_port()
+        return self.mapping[(port, replica)]
 
 
 def free_port() -> int:
@@ -132,10 +137,14 @@ def render(
 ) -> list[LocalProcess]:
     """One local process per replica of the plan (a service runs one replica locally)."""
     scratch = local_scratch(plan, workdir)
-    port_values = {str(p.port): str(ports.local(p.port)) for p in plan.ports}
     replicas = plan.replicas if plan.shape == "job" else 1
     out = []
     for index in range(replicas):
+        port_values = {
+            str(p.port): str(ports.local(p.port, index if p.per_replica else 0)) for p in plan.ports
+        }
+        # A pod binds every interface; a local process binds loopback only.
+        port_values[ALL_INTERFACES] = LOCALHOST
         env: dict[str, str] = {}
         for var in plan.env:
             raw = _value(var.value, index, environ, scratch)

@@ -211,3 +211,27 @@ def test_one_plan_renders_symbolically(name: str, kind: type[Any], role: str) ->
         assert isinstance(values["MASTER_ADDR"], LeaderAddress)
     for v in values.values():
         assert isinstance(v, str | IndexValue | LeaderAddress | SecretValue)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "build"),
+    [
+        ("trainingjob-sft-lora.yaml", TrainingJob, training_job.build),
+        ("evalrun.yaml", EvalRun, eval_run.build),
+    ],
+)
+def test_job_pods_serve_metrics_where_the_pod_monitor_scrapes(
+    name: str, kind: type[Any], build: Any
+) -> None:
+    # The chart's PodMonitor scrapes the port named `metrics`; the workloads read
+    # HANLIN_METRICS_HOST/PORT and must bind every interface of the pod.
+    resource = load(name, kind)
+    resolved = Resolved(endpoint_url="http://m.team.svc:8000/v1") if kind is EvalRun else None
+    job = by_kind(build(resource, SETTINGS, resolved))["Job"][0]
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert ports["metrics"] == int(env["HANLIN_METRICS_PORT"])
+    assert env["HANLIN_METRICS_HOST"] == "0.0.0.0"
+    podmonitor = (EXAMPLES.parent / "helm" / "hanlin" / "templates" / "podmonitor.yaml").read_text()
+    assert "port: metrics" in podmonitor

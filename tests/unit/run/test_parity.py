@@ -100,9 +100,12 @@ def test_local_process_equals_container(resource: AnyResource, tmp_path: Path) -
             else:
                 assert mine == theirs, f"argv[{i}]"
         assert proc.argv[len(pod_argv) :] == extra
+    # Replicas of one workload never share a per-replica port (e.g. two eval shards' /metrics).
+    for p in (p for p in plan.ports if p.per_replica):
+        assert len({ports.local(p.port, proc.index) for proc in procs}) == len(procs)
         # The environment: the same names (the progress ConfigMap pair is cluster-only,
         # TMPDIR points temp files at the local /tmp scratch), the same values
-        # except scratch paths, the leader and ports.
+        # except scratch paths, the leader, ports and the bind address (loopback here).
         cluster_only = {"HANLIN_PROGRESS_CONFIGMAP", "HANLIN_PROGRESS_NAMESPACE"}
         assert set(proc.env) - {"TMPDIR"} == set(pod_env) - cluster_only
         scratch = {s.path: str(tmp_path / "scratch" / s.name) for s in plan.scratch}
@@ -110,8 +113,11 @@ def test_local_process_equals_container(resource: AnyResource, tmp_path: Path) -
             if name in cluster_only:
                 continue
             local = proc.env[name]
-            if name in leader_vars:
+            per_replica = {str(p.port) for p in plan.ports if p.per_replica}
+            if name in leader_vars or value == "0.0.0.0":
                 assert local == LOCALHOST
+            elif value in per_replica:
+                assert local == str(ports.local(int(value), proc.index))
             elif value in {str(p.port) for p in plan.ports}:
                 assert local == str(ports.local(int(value)))
             elif any(value.startswith(p) for p in scratch):
