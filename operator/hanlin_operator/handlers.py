@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -124,13 +125,26 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     )(child_event)
 
 
+def _reconcile_dependents(
+    reconciler: Reconciler, namespace: str, dependents: list[tuple[str, str]]
+) -> None:
+    for dep_kind, dep_name in dependents:
+        try:
+            reconciler.reconcile(dep_kind, namespace, dep_name)
+        except (InvalidSpec, ApiException, OSError) as err:
+            log.info("reconcile of %s %s failed: %s", dep_kind, dep_name, err)
+
+
 def _register_kind(
     registry: kopf.OperatorRegistry, reconciler: Reconciler, kind: str, plural: str
 ) -> None:
     def reconcile_handler(body: Any, **_: Any) -> None:
         run_reconcile(reconciler, kind, body)
 
-    def watch_event(**kwargs: Any) -> None:
+    async def watch_event(**kwargs: Any) -> None:
+        # In the event loop, not a thread: a resource has several events on its way to
+        # ready, and queued behind the reconciles in kopf's thread pool each held its body
+        # (thousands at once with 1000 resources). Only a dependent's reconcile needs a thread.
         obj = dict(kwargs["body"])
         event_type = kwargs["type"]
         obj.setdefault("kind", kind)
@@ -142,11 +156,9 @@ def _register_kind(
             reconciler.cache.put(obj)
         # Our own status patch may already be cached, so every event wakes the dependents;
         # for those with nothing to do the reconcile changes nothing and costs no request.
-        for dep_kind, dep_name in reconciler.dependents(kind, namespace, name):
-            try:
-                reconciler.reconcile(dep_kind, namespace, dep_name)
-            except (InvalidSpec, ApiException, OSError) as err:
-                log.info("reconcile of %s %s failed: %s", dep_kind, dep_name, err)
+        dependents = reconciler.dependents(kind, namespace, name)
+        if dependents:
+            await asyncio.to_thread(_reconcile_dependents, reconciler, namespace, dependents)
 
     def resync(body: Any, **_: Any) -> None:
         run_reconcile(reconciler, kind, body)
