@@ -35,15 +35,9 @@ def shared(name: str) -> ModuleType:
     return sys.modules[name]
 
 
-def install_crds(k8s: Any) -> None:
-    """Apply crds/ and wait until every CRD is Established."""
-    k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    k8s.kubectl("wait", "--for=condition=Established", "--timeout=60s", *CRD_NAMES)
-
-
 @pytest.fixture(scope="module")
 def crds(k8s: Any) -> Any:
-    install_crds(k8s)
+    k8s.install_crds(CRDS)
     return k8s
 
 

@@ -36,13 +36,7 @@ valid_resources = shared("api_strategies").valid_resources
 
 @pytest.fixture(scope="module")
 def ns(k8s: Any) -> Iterator[str]:
-    k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    k8s.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        *[f"crd/{m.plural}.hanlin.dev" for m in KINDS.values()],
-    )
+    k8s.install_crds(ROOT / "crds")
     name = "api-" + secrets.token_hex(4)
     k8s.kubectl("create", "namespace", name)
     yield name

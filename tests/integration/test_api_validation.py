@@ -16,7 +16,6 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parents[2]
-CRD_NAMES = ["trainingjobs", "evalruns", "modeldeployments", "agentservices"]
 
 
 def shared(name: str) -> ModuleType:
@@ -35,13 +34,7 @@ CASES = shared("api_cases").invalid_cases()
 
 @pytest.fixture(scope="module")
 def ns(k8s: Any) -> Iterator[str]:
-    k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    k8s.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        *[f"crd/{n}.hanlin.dev" for n in CRD_NAMES],
-    )
+    k8s.install_crds(ROOT / "crds")
     name = "api-" + secrets.token_hex(4)
     k8s.kubectl("create", "namespace", name)
     yield name

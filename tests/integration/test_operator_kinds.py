@@ -51,15 +51,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def crds(k8s: K8s) -> None:
-    k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     peering = subprocess.run(
         [sys.executable, "-m", "hanlin.cli", "operator", "peering-crds"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=peering)
-    k8s.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    k8s.install_crds(ROOT / "crds", extra=peering)
 
 
 @pytest.fixture(scope="module")

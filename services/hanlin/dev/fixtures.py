@@ -43,6 +43,17 @@ class K8s:
             timeout=120,
         )
 
+    def install_crds(self, directory: Path, extra: str | None = None) -> None:
+        """Apply the CRDs in `directory` (and `extra` YAML) and wait until all are Established.
+
+        Server-side apply with --force-conflicts: the chart's tests leave the same CRDs
+        owned by Helm's field manager, and a test must still be able to (re)install them.
+        """
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(directory))
+        if extra is not None:
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=extra)
+        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+
 
 @dataclass
 class S3Bucket:
