@@ -1,19 +1,32 @@
-"""kopf handlers: every event ends in the one level-triggered `Reconciler.reconcile`.
+"""Watch events in, reconciles out: kopf watches, a work queue decides what to reconcile.
 
-- the resource's own create/update/resume: reconcile, with kopf's retries
-  (`TemporaryError` backs off and retries, `PermanentError` stops);
-- any watch event of a resource: refresh the cache and wake the resources that
-  reference it (so an EvalRun starts the moment its TrainingJob succeeds);
-- events of the children (Jobs, Deployments, progress ConfigMaps): reconcile
-  the owner named by their labels (status follows within a second);
-- an idle timer per resource: a slow resync that also retries a missing
-  reference without a hot loop.
+kopf delivers every watch event (the initial listing included, so a restarted
+operator resumes everything) to small handlers in its event loop. They only
+update the cache and queue keys:
+
+- a resource whose generation differs from the one last reconciled (new, or
+  its spec changed) is queued; its own status patches are not news;
+- every event of a resource queues the resources that reference it (so an
+  EvalRun starts the moment its TrainingJob succeeds);
+- events of the children (Jobs, Deployments, progress ConfigMaps) queue the
+  owner named by their labels (status follows within a second).
+
+Worker threads drain the queue (`hanlin_operator.workqueue`). A failure maps
+to kopf's error kinds: `TemporaryError` is retried with backoff,
+`PermanentError` is recorded and waits for the spec to change; both show in a
+`Reconciled` condition and a Warning event. A resource waiting on a reference
+is retried slowly as a safety net; the reference's own events wake it sooner.
+
+Nothing is handled through kopf's create/update handlers, so kopf writes no
+bookkeeping annotations: the only writes are the children and the status.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import threading
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -22,7 +35,8 @@ from kubernetes.client.exceptions import ApiException
 from hanlin.api import API_GROUP, API_VERSION
 from hanlin_operator.builders.common import KIND_LABEL, MANAGED_BY, OWNER_LABEL, PROGRESS_LABEL
 from hanlin_operator.conditions import set_condition
-from hanlin_operator.reconcile import InvalidSpec, Reconciler
+from hanlin_operator.reconcile import InvalidSpec, Key, Reconciler
+from hanlin_operator.workqueue import WorkQueue, start_workers
 
 log = logging.getLogger(__name__)
 PLURALS = {
@@ -33,6 +47,7 @@ PLURALS = {
 }
 RESYNC_SECONDS = 60.0
 RETRY_SECONDS = 10.0
+MAX_RETRY_SECONDS = 300.0
 
 
 def _record_error(reconciler: Reconciler, body: dict[str, Any], kind: str, err: Exception) -> None:
@@ -57,15 +72,14 @@ def _record_error(reconciler: Reconciler, body: dict[str, Any], kind: str, err: 
     reconciler.kube.event(body, reason, message, warning=True)
 
 
-def run_reconcile(reconciler: Reconciler, kind: str, body: Any) -> None:
-    """Reconcile, mapping failures to kopf's retry policy and recording them."""
-    body = dict(body)
-    body.setdefault("kind", kind)
-    meta = body["metadata"]
+def run_reconcile(reconciler: Reconciler, kind: str, namespace: str, name: str) -> str:
+    """Reconcile one resource; failures become kopf's error kinds, recorded on the resource."""
     try:
-        reconciler.reconcile(kind, meta["namespace"], meta["name"], body)
+        return reconciler.reconcile(kind, namespace, name)
     except InvalidSpec as err:
-        failure: Exception = kopf.PermanentError(f"invalid spec: {err}")
+        failure: kopf.PermanentError | kopf.TemporaryError = kopf.PermanentError(
+            f"invalid spec: {err}"
+        )
     except ApiException as err:
         text = f"API server answered {err.status} {err.reason}: {(err.body or '')[:300]!s}"
         # 4xx other than conflicts/throttling: the manifest itself is refused; retrying won't help.
@@ -75,48 +89,89 @@ def run_reconcile(reconciler: Reconciler, kind: str, body: Any) -> None:
             failure = kopf.TemporaryError(text, delay=RETRY_SECONDS)
     except OSError as err:  # connection refused/reset: the API server may come back
         failure = kopf.TemporaryError(f"cannot reach the API server: {err}", delay=RETRY_SECONDS)
-    else:
-        return
-    _record_error(reconciler, body, kind, failure)
+    body = reconciler.cache.get(kind, namespace, name)
+    if body is not None:
+        _record_error(reconciler, body, kind, failure)
     raise failure
 
 
-def needs_resync(status: Any, **_: Any) -> bool:
-    """Waiting on a reference, or the last reconcile failed: retry slowly until it heals."""
-    if (status or {}).get("phase") == "Waiting":
-        return True
-    return any(
-        c.get("type") == "Reconciled" and c.get("status") == "False"
-        for c in (status or {}).get("conditions") or []
-    )
+@dataclass
+class Controller:
+    """The queue between watch events and reconciles, with retry and resync policy."""
 
+    reconciler: Reconciler
+    queue: WorkQueue = field(default_factory=WorkQueue)
+    _failures: dict[Hashable, int] = field(default_factory=dict)
+    _threads: list[threading.Thread] = field(default_factory=list)
 
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
-    """Register every handler of the operator on `registry`."""
-    for kind, plural in PLURALS.items():
-        _register_kind(registry, reconciler, kind, plural)
-    managed = {"app.kubernetes.io/managed-by": MANAGED_BY}
+    def start(self, workers: int) -> None:
+        """Start the reconcile threads."""
+        self._threads = start_workers(self.queue, self.process, workers)
 
-    def child_event(**kwargs: Any) -> None:
-        obj = dict(kwargs["body"])
-        event_type = kwargs["type"]
+    def stop(self) -> None:
+        """Let the threads finish their current reconcile and exit."""
+        self.queue.close()
+
+    def process(self, key: Hashable) -> None:
+        """One reconcile of `key`, then its retry or resync, if any."""
+        assert isinstance(key, tuple)
+        kind, namespace, name = (str(part) for part in key)
+        try:
+            result = run_reconcile(self.reconciler, kind, namespace, name)
+        except kopf.TemporaryError as err:
+            tries = self._failures[key] = self._failures.get(key, 0) + 1
+            delay = min(float(err.delay or RETRY_SECONDS) * 2 ** (tries - 1), MAX_RETRY_SECONDS)
+            log.info("%s %s/%s: %s (retry in %.0fs)", kind, namespace, name, err, delay)
+            self.queue.add_after(key, delay)
+            return
+        except kopf.PermanentError as err:
+            self._failures.pop(key, None)
+            log.warning("%s %s/%s: %s", kind, namespace, name, err)
+            return
+        self._failures.pop(key, None)
+        if result == "waiting":
+            self.queue.add_after(key, RESYNC_SECONDS)
+
+    def resource_event(self, kind: str, event_type: str | None, obj: dict[str, Any]) -> None:
+        """A watch event of one of the four kinds."""
+        obj.setdefault("kind", kind)
         meta = obj.get("metadata") or {}
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        key: Key = (kind, namespace, name)
         if event_type == "DELETED":
-            reconciler.cache.drop(
-                obj.get("kind", ""), meta.get("namespace", ""), meta.get("name", "")
-            )
+            self.reconciler.forget(kind, namespace, name)
+            self._failures.pop(key, None)
         else:
-            reconciler.cache.put(obj)
+            self.reconciler.cache.put(obj)
+            if meta.get("generation") != self.reconciler.reconciled_generation(key):
+                self.queue.add(key)
+        # Our own status patch may already be cached, so every event wakes the dependents;
+        # for those with nothing to do the reconcile changes nothing and costs no request.
+        for dep_kind, dep_name in self.reconciler.dependents(kind, namespace, name):
+            self.queue.add((dep_kind, namespace, dep_name))
+
+    def child_event(self, event_type: str | None, obj: dict[str, Any]) -> None:
+        """A watch event of a Job, Deployment or progress ConfigMap the operator made."""
+        meta = obj.get("metadata") or {}
+        namespace = meta.get("namespace", "")
+        if event_type == "DELETED":
+            self.reconciler.cache.drop(obj.get("kind", ""), namespace, meta.get("name", ""))
+        else:
+            self.reconciler.cache.put(obj)
         labels = meta.get("labels") or {}
         owner_kind, owner = labels.get(KIND_LABEL), labels.get(OWNER_LABEL)
         if owner_kind in PLURALS and owner:
-            try:
-                reconciler.reconcile(owner_kind, meta["namespace"], owner)
-            except (InvalidSpec, ApiException, OSError) as err:
-                # The owner's own handlers retry and record; here a later event or the resync will.
-                log.info(
-                    "reconcile of %s %s after a child event failed: %s", owner_kind, owner, err
-                )
+            self.queue.add((owner_kind, namespace, owner))
+
+
+def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
+    """Register the watch handlers of the operator on `registry`."""
+    for kind, plural in PLURALS.items():
+        _register_kind(registry, controller, kind, plural)
+    managed = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+    async def child_event(**kwargs: Any) -> None:
+        controller.child_event(kwargs["type"], dict(kwargs["body"]))
 
     kopf.on.event("batch", "v1", "jobs", labels=managed, registry=registry)(child_event)
     kopf.on.event("apps", "v1", "deployments", labels=managed, registry=registry)(child_event)
@@ -125,61 +180,12 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     )(child_event)
 
 
-def _reconcile_dependents(
-    reconciler: Reconciler, namespace: str, dependents: list[tuple[str, str]]
-) -> None:
-    for dep_kind, dep_name in dependents:
-        try:
-            reconciler.reconcile(dep_kind, namespace, dep_name)
-        except (InvalidSpec, ApiException, OSError) as err:
-            log.info("reconcile of %s %s failed: %s", dep_kind, dep_name, err)
-
-
 def _register_kind(
-    registry: kopf.OperatorRegistry, reconciler: Reconciler, kind: str, plural: str
+    registry: kopf.OperatorRegistry, controller: Controller, kind: str, plural: str
 ) -> None:
-    def reconcile_handler(body: Any, **_: Any) -> None:
-        run_reconcile(reconciler, kind, body)
-
+    # In the event loop, not kopf's thread pool: handling an event only touches the cache
+    # and the queue, and queued bodies (thousands with 1000 resources) would cost memory.
     async def watch_event(**kwargs: Any) -> None:
-        # In the event loop, not a thread: a resource has several events on its way to
-        # ready, and queued behind the reconciles in kopf's thread pool each held its body
-        # (thousands at once with 1000 resources). Only a dependent's reconcile needs a thread.
-        obj = dict(kwargs["body"])
-        event_type = kwargs["type"]
-        obj.setdefault("kind", kind)
-        meta = obj.get("metadata") or {}
-        namespace, name = meta.get("namespace", ""), meta.get("name", "")
-        if event_type == "DELETED":
-            reconciler.forget(kind, namespace, name)
-        else:
-            reconciler.cache.put(obj)
-        # Our own status patch may already be cached, so every event wakes the dependents;
-        # for those with nothing to do the reconcile changes nothing and costs no request.
-        dependents = reconciler.dependents(kind, namespace, name)
-        if dependents:
-            await asyncio.to_thread(_reconcile_dependents, reconciler, namespace, dependents)
+        controller.resource_event(kind, kwargs["type"], dict(kwargs["body"]))
 
-    def resync(body: Any, **_: Any) -> None:
-        run_reconcile(reconciler, kind, body)
-
-    group, version = API_GROUP, API_VERSION
-    kopf.on.resume(group, version, plural, registry=registry, id="reconcile")(reconcile_handler)
-    kopf.on.create(group, version, plural, registry=registry, id="reconcile")(reconcile_handler)
-    kopf.on.update(group, version, plural, field="spec", registry=registry, id="reconcile")(
-        reconcile_handler
-    )
-    kopf.on.event(group, version, plural, registry=registry, id="watch")(watch_event)
-    kopf.timer(
-        group,
-        version,
-        plural,
-        interval=RESYNC_SECONDS,
-        initial_delay=RESYNC_SECONDS,
-        idle=RESYNC_SECONDS / 2,
-        registry=registry,
-        id="resync",
-        # Only what events alone may not heal gets a timer: one per resource would be
-        # thousands of idle tasks in a big cluster.
-        when=needs_resync,
-    )(resync)
+    kopf.on.event(API_GROUP, API_VERSION, plural, registry=registry, id="watch")(watch_event)

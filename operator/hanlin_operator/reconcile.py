@@ -34,6 +34,7 @@ from hanlin_operator.builders.common import (
     BuildSettings,
     progress_configmap_name,
 )
+from hanlin_operator.cache import Cache
 from hanlin_operator.conditions import set_condition
 from hanlin_operator.kube import Kube
 from hanlin_operator.reports import read_eval_report
@@ -59,75 +60,6 @@ class Waiting(Exception):
 
 class GateFailed(Exception):
     """The referenced EvalRun finished without passing: the model is not promoted."""
-
-
-@dataclass
-class Cache:
-    """Last-seen objects by kind, then (namespace, name), fed by watch events and apply responses.
-
-    Indexed by kind first: every watch event of a resource asks for the objects of the
-    referencing kinds, and a scan of the whole cache there made each event cost
-    O(all objects), the whole run O(N^2).
-    """
-
-    objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def put(self, obj: dict[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
-        if not obj.get("kind") or not meta.get("name"):
-            return
-        key = (meta.get("namespace", ""), meta["name"])
-        obj = _trim(obj)
-        with self.lock:
-            of_kind = self.objects.setdefault(obj["kind"], {})
-            old = of_kind.get(key)
-            # An older copy (from a slow apply response) must not replace a newer event.
-            if old is not None and _rv(old) > _rv(obj):
-                return
-            of_kind[key] = obj
-
-    def drop(self, kind: str, namespace: str, name: str) -> None:
-        with self.lock:
-            self.objects.get(kind, {}).pop((namespace, name), None)
-
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        with self.lock:
-            return self.objects.get(kind, {}).get((namespace, name))
-
-    def of_kind(self, kind: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return list(self.objects.get(kind, {}).values())
-
-
-#: kinds whose cached copy keeps its spec (the references and status need it)
-_KEEP_SPEC = frozenset({"TrainingJob", "EvalRun", "ModelDeployment", "AgentService"})
-
-
-def _trim(obj: dict[str, Any]) -> dict[str, Any]:
-    """Only what reconciling reads: the cache holds thousands of objects in a small pod."""
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-    out: dict[str, Any] = {
-        "apiVersion": obj.get("apiVersion"),
-        "kind": obj["kind"],
-        "metadata": meta,
-    }
-    if obj["kind"] in _KEEP_SPEC:
-        out["spec"] = obj.get("spec")
-    elif isinstance(obj.get("spec"), dict) and "replicas" in obj["spec"]:
-        out["spec"] = {"replicas": obj["spec"]["replicas"]}
-    if "status" in obj:
-        out["status"] = obj["status"]
-    if obj["kind"] == "ConfigMap" and meta.get("name", "").endswith("-progress"):
-        out["data"] = obj.get("data")
-    return out
-
-
-def _rv(obj: dict[str, Any]) -> int:
-    try:
-        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
-    except ValueError:
-        return 0
 
 
 def references(resource: AnyResource) -> list[tuple[str, str]]:
@@ -162,6 +94,7 @@ class Reconciler:
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _applied: dict[Key, tuple[int | None, Resolved, dict[Key, str]]] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+    _generations: dict[Key, int | None] = field(default_factory=dict)
 
     def _lock(self, key: Key) -> threading.Lock:
         with self._locks_guard:
@@ -172,6 +105,7 @@ class Reconciler:
         key = (kind, namespace, name)
         self.cache.drop(*key)
         self._applied.pop(key, None)
+        self._generations.pop(key, None)
         with self._locks_guard:
             self._locks.pop(key, None)
 
@@ -254,8 +188,11 @@ class Reconciler:
 
     def reconcile(
         self, kind: str, namespace: str, name: str, body: dict[str, Any] | None = None
-    ) -> None:
-        """Bring one resource's children and status in line with its spec (idempotent)."""
+    ) -> str:
+        """Bring one resource's children and status in line with its spec (idempotent).
+
+        Returns the result: ok, waiting, gated or gone (errors raise).
+        """
         key = (kind, namespace, name)
         with self._lock(key):
             start = time.perf_counter()
@@ -266,10 +203,18 @@ class Reconciler:
                 current = self.lookup(kind, namespace, name)
                 if current is None or (current.get("metadata") or {}).get("deletionTimestamp"):
                     result = "gone"
-                    return
+                    return result
+                # Recorded before the work: an event of a newer generation arriving meanwhile
+                # sees the difference and queues another reconcile.
+                self._generations[key] = (current.get("metadata") or {}).get("generation")
                 result = self._reconcile(current)
+                return result
             finally:
                 self.on_result(kind, result, time.perf_counter() - start)
+
+    def reconciled_generation(self, key: Key) -> int | None:
+        """The generation the last reconcile of `key` started from (None: never)."""
+        return self._generations.get(key)
 
     def _reconcile(self, body: dict[str, Any]) -> str:
         resource = typed_resource(body)

@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from hanlin_operator.handlers import register
+from hanlin_operator.handlers import Controller, register
 from hanlin_operator.kube import Kube
 from hanlin_operator.metrics import OperatorMetrics
 from hanlin_operator.peering import ensure_peering_object
@@ -48,8 +48,9 @@ def run_operator(settings: OperatorSettings) -> None:
     reconciler = Reconciler(kube=kube, settings=settings.build)
     metrics = OperatorMetrics(reconciler.cache.of_kind)
     reconciler.on_result = metrics.observe
+    controller = Controller(reconciler)
     registry = kopf.OperatorRegistry()
-    register(registry, reconciler)
+    register(registry, controller)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> Any:
@@ -58,15 +59,13 @@ def run_operator(settings: OperatorSettings) -> None:
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # Handler bookkeeping in annotations under our own prefix: the CRD status schema
-        # has no place for kopf's fields, and nothing else is written.
+        # Only watch handlers are registered, so kopf keeps no state on the resources;
+        # were that to change, its bookkeeping would live under our own prefix.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hanlin.dev")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="hanlin.dev", key="last-handled-configuration"
         )
-        settings.persistence.finalizer = "hanlin.dev/operator"
         settings.posting.level = logging.WARNING
-        settings.execution.max_workers = operator_settings.workers
         settings.watching.server_timeout = 300
         settings.peering.clusterwide = operator_settings.namespace is None
 
@@ -74,13 +73,17 @@ def run_operator(settings: OperatorSettings) -> None:
     if settings.metrics_port:
         metrics.serve(settings.metrics_host, settings.metrics_port)
     namespaces = [settings.namespace] if settings.namespace else []
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            clusterwide=settings.namespace is None,
-            namespaces=namespaces,
-            standalone=settings.standalone,
-            priority=settings.priority,
-            peering_name=None if settings.standalone else settings.peering,
+    controller.start(settings.workers)
+    try:
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                clusterwide=settings.namespace is None,
+                namespaces=namespaces,
+                standalone=settings.standalone,
+                priority=settings.priority,
+                peering_name=None if settings.standalone else settings.peering,
+            )
         )
-    )
+    finally:
+        controller.stop()
