@@ -1,22 +1,32 @@
-"""The serving and agent series the dashboards and alerts use are exposed by the running services.
+"""Every series the dashboards and alerts use is exposed by the running workloads.
 
 `test_helm_promql` checks that every expression names only contract series; this
-scrapes a real `hanlin serve` and a real `hanlin agent` (after one request each)
-and requires every serve/agent series the chart queries to be in their /metrics.
+scrapes a real `hanlin serve` and a real `hanlin agent` (after one request each),
+a real `hanlin train` (a tiny Llama from a config) and a real `hanlin eval` (the
+small model on MMLU) while they work, and requires every series of theirs that
+the chart queries to be in their /metrics. The operator's are scraped in
+test_helm_rbac. Train and eval get a step budget they never reach: each is
+scraped after it has reported progress (its metrics are set before the line is
+printed), then stopped, so no timing decides what the scrape sees.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from test_helm_promql import promql_expressions, series_names
 
 from hanlin.dev.fixtures import hanlin_server
+from hanlin.dev.processes import free_port
 from hanlin.telemetry.contract import METRICS
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -36,6 +46,16 @@ def exposed_series(text: str) -> set[str]:
         else:
             out.add(name)
     out |= {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1].isalpha()}
+    return out
+
+
+def samples(text: str) -> dict[str, float]:
+    """Unlabelled samples of a scrape: series name -> value."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if line[:1].isalpha() and "{" not in name:
+            out[name] = float(value)
     return out
 
 
@@ -77,3 +97,100 @@ def test_agent_exposes_every_series_the_chart_queries(servers: tuple[str, str]) 
     assert wanted, "the chart should chart the agents"
     missing = wanted - exposed_series(httpx.get(f"{agent}/metrics", timeout=10).text)
     assert not missing, f"queried by the chart but not exposed by hanlin agent: {sorted(missing)}"
+
+
+def _scrape_while_running(
+    args: list[str], log: Path, ready: Any, timeout: float = 120
+) -> tuple[str, list[dict[str, Any]]]:
+    """Start `hanlin ARGS` serving /metrics, read its JSON lines until `ready(line)`, scrape, stop it."""
+    port = free_port()
+    env = {**os.environ, "HANLIN_METRICS_HOST": "127.0.0.1", "HANLIN_METRICS_PORT": str(port)}
+    cmd = [sys.executable, "-m", "hanlin.cli", *args]
+    lines: list[dict[str, Any]] = []
+    with log.open("wb") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            if raw.startswith("{"):
+                lines.append(json.loads(raw))
+                if ready(lines[-1]):
+                    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text, lines
+        raise AssertionError(
+            f"exited ({proc.wait()}) before it was ready: {log.read_text()[-3000:]}"
+        )
+    finally:
+        proc.kill()
+        proc.wait(timeout=timeout)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_training_exposes_every_series_the_chart_queries(tmp_path: Path) -> None:
+    rows = [
+        {"messages": [{"role": "user", "content": f"Count to {i}."},
+                      {"role": "assistant", "content": " ".join(map(str, range(i)))}]}
+        for i in range(1, 9)
+    ]  # fmt: skip
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {
+        "apiVersion": "hanlin.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "scrape"},
+        "spec": {
+            "method": "pretrain",
+            "model": {"config": {
+                "model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+                "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 259,
+            }},
+            "data": [{"uri": f"file://{data}", "format": "messages"}],
+            "hyperparameters": {"maxSteps": 100_000, "batchSize": 2, "seqLen": 32},
+            "checkpoint": {"everySteps": 2},
+            "output": {"uri": f"file://{tmp_path}/out"},
+        },
+    }  # fmt: skip
+    (tmp_path / "job.yaml").write_text(json.dumps(spec))
+    body, lines = _scrape_while_running(
+        ["train", "--spec", str(tmp_path / "job.yaml")],
+        tmp_path / "train.log",
+        lambda line: line.get("step", 0) >= 3,
+    )
+    wanted = queried_by_module("hanlin.train")
+    assert {"hanlin_train_loss", "hanlin_train_tokens_per_second"} <= wanted
+    missing = wanted - exposed_series(body)
+    assert not missing, f"queried by the chart but not exposed by hanlin train: {sorted(missing)}"
+    # The values are the run's, not a registry's defaults.
+    got = samples(body)
+    assert got["hanlin_train_total_steps"] == 100_000
+    assert got["hanlin_train_step"] >= 3 and got["hanlin_train_checkpoints_total"] >= 1
+    assert got["hanlin_train_tokens_total"] >= sum(1 for line in lines if "loss" in line)
+    assert got["hanlin_train_loss"] > 0 and got["hanlin_train_eta_seconds"] > 0
+
+
+def test_evaluation_exposes_every_series_the_chart_queries(model_dir: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "evalrun.yaml"
+    spec.write_text(
+        json.dumps({
+            "apiVersion": "hanlin.dev/v1alpha1",
+            "kind": "EvalRun",
+            "metadata": {"name": "scrape"},
+            "spec": {
+                "model": {"uri": f"file://{model_dir}"},
+                "benchmarks": [{"name": "mmlu", "limit": 40}],
+                "batchSize": 1,
+            },
+        })
+    )  # fmt: skip
+    body, _ = _scrape_while_running(
+        ["eval", "--spec", str(spec), "--output", str(tmp_path / "out"), "--no-bar"],
+        tmp_path / "eval.log",
+        lambda line: line.get("event") == "progress" and line["done"] >= 2,
+    )
+    wanted = queried_by_module("hanlin.eval")
+    assert "hanlin_eval_samples_total" in wanted
+    missing = wanted - exposed_series(body)
+    assert not missing, f"queried by the chart but not exposed by hanlin eval: {sorted(missing)}"
+    got = samples(body)
+    assert got["hanlin_eval_samples_planned"] == 40
+    assert 2 <= got["hanlin_eval_samples_total"] < 40 and got["hanlin_eval_samples_per_second"] > 0
