@@ -41,6 +41,11 @@ class Cache:
         with self.lock:
             self.objects.get(kind, {}).pop((namespace, name), None)
 
+    def clear(self) -> None:
+        """Forget everything (a paused replica's copies go stale)."""
+        with self.lock:
+            self.objects.clear()
+
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self.lock:
             return self.objects.get(kind, {}).get((namespace, name))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +100,10 @@ class Controller:
     """The queue between watch events and reconciles, with retry and resync policy."""
 
     reconciler: Reconciler
+    active: Callable[[], bool] = lambda: True
+    """Whether this replica acts (kopf peering); a paused one drops its work."""
     queue: WorkQueue = field(default_factory=WorkQueue)
+    _paused: bool = False
     _failures: dict[Hashable, int] = field(default_factory=dict)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -115,6 +118,16 @@ class Controller:
     def process(self, key: Hashable) -> None:
         """One reconcile of `key`, then its retry or resync, if any."""
         assert isinstance(key, tuple)
+        if not self.active():
+            # Paused by a peer: kopf stops this replica's watches, and lists everything
+            # afresh when it resumes, which refills the cache and queues every resource.
+            # Until then the cache only grows stale, so it is emptied, and nothing is done.
+            if not self._paused:
+                log.info("a peer with a higher priority is active: pausing reconciles")
+                self._paused = True
+                self.reconciler.cache.clear()
+            return
+        self._paused = False
         kind, namespace, name = (str(part) for part in key)
         try:
             result = run_reconcile(self.reconciler, kind, namespace, name)

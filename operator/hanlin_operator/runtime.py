@@ -11,7 +11,7 @@ import kopf
 from hanlin_operator.handlers import Controller, register
 from hanlin_operator.kube import Kube
 from hanlin_operator.metrics import OperatorMetrics
-from hanlin_operator.peering import ensure_peering_object
+from hanlin_operator.peering import PeeringGate, ensure_peering_object
 from hanlin_operator.reconcile import Reconciler
 from hanlin_operator.settings import OperatorSettings
 
@@ -49,6 +49,10 @@ def run_operator(settings: OperatorSettings) -> None:
     metrics = OperatorMetrics(reconciler.cache.of_kind)
     reconciler.on_result = metrics.observe
     controller = Controller(reconciler)
+    gate: PeeringGate | None = None
+    if not settings.standalone:
+        gate = PeeringGate(kube.api, settings.peering, settings.namespace, settings.priority)
+        controller.active = gate.active
     registry = kopf.OperatorRegistry()
     register(registry, controller)
 
@@ -83,6 +87,8 @@ def run_operator(settings: OperatorSettings) -> None:
                 standalone=settings.standalone,
                 priority=settings.priority,
                 peering_name=None if settings.standalone else settings.peering,
+                # kopf's Identity is a NewType of str.
+                identity=gate.identity if gate else None,  # type: ignore[arg-type]
             )
         )
     finally:
