@@ -108,7 +108,7 @@ class EngineSpec(SpecModel):
     tensor_parallel: Annotated[int, Field(ge=1, le=64)] = 1
     """Processes the model is split across (tensor parallelism); with GPUs it must divide resources.gpu."""
     dtype: ServeDType = "auto"
-    """Compute dtype. `auto`: bf16 on GPUs that support it, otherwise fp32."""
+    """Compute dtype of weights, activations and the KV cache (logits stay fp32). `auto`: bf16 on GPUs that support it, on CPUs with native bf16 (AVX512-BF16 or AMX) and whenever weights are quantized (the CPU int4/int8 kernels take bf16 activations); otherwise fp32."""
     quantization: Quantization = "none"
     """Weight-only quantization of the linear layers: `int8` or `int4` (group-wise), or `none`."""
     max_model_len: Annotated[int, Field(ge=16, le=1_048_576)] | None = None
@@ -118,7 +118,7 @@ class EngineSpec(SpecModel):
     max_seqs: Annotated[int, Field(ge=1, le=4096)] = 64
     """Sequences batched together at most; more requests wait in the queue."""
     kv_cache_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
-    """Fraction of the free memory (after loading weights) given to the paged KV cache."""
+    """Fraction of the free memory (after loading weights) given to the paged KV cache: the container's memory limit less its usage, or the host's available memory if lower; capped at what maxSeqs sequences of maxModelLen tokens can use."""
 
 
 class ScalingTarget(SpecModel):

@@ -9,6 +9,21 @@ import torch.nn.functional as F
 from torch import nn
 
 SUPPORTED_BITS = (4, 8)
+# Inner-K tiling the CPU int4 kernel's packed layout is built for (its only supported value).
+_INT4_INNER_K_TILES = 2
+
+
+def cpu_kernels_available() -> bool:
+    """Whether this torch has the CPU weight-only int4/int8 matmul kernels."""
+    aten = torch.ops.aten
+    return all(
+        hasattr(aten, name)
+        for name in (
+            "_weight_int4pack_mm_for_cpu",
+            "_convert_weight_to_int4pack_for_cpu",
+            "_weight_int8pack_mm",
+        )
+    )
 
 
 def _quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,6 +57,8 @@ class QuantLinear(nn.Module):
     scales: torch.Tensor
     zeros: torch.Tensor
     bias: torch.Tensor | None
+    packed: torch.Tensor
+    packed_scales: torch.Tensor
 
     def __init__(
         self,
@@ -79,6 +96,9 @@ class QuantLinear(nn.Module):
             self.register_buffer("bias", torch.zeros(out_features))
         else:
             self.bias = None
+        # The CPU kernels' layout, built by `pack_for_cpu` (serving only; not saved).
+        self.register_buffer("packed", torch.zeros(0, dtype=torch.uint8), persistent=False)
+        self.register_buffer("packed_scales", torch.zeros(0), persistent=False)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, bits: int, group_size: int = 64) -> QuantLinear:
@@ -108,15 +128,61 @@ class QuantLinear(nn.Module):
         if bias is not None and self.bias is not None:
             self.bias.copy_(bias.detach())
 
+    @torch.no_grad()
+    def pack_for_cpu(self) -> bool:
+        """Build the layout of torch's CPU int4/int8 kernels; return whether it was built.
+
+        After this, a bf16 input on the CPU runs the fused kernel (the weight is read
+        once, at 4 or 8 bits) instead of dequantizing the whole weight every call.
+        int4 uses the kernel's convention ``w = (q - 8) * scale + zero`` with bf16
+        scale and zero, so ``zero = min + 8 * scale`` rounded to bf16; int8 rounds the
+        per-row scale to bf16. Both roundings are far below one quantization step.
+        Other inputs (fp32, CUDA, autograd) keep the dequantizing path.
+        """
+        if not cpu_kernels_available() or self.qweight.device.type != "cpu":
+            return False
+        if self.bits == 8:
+            self.packed = self.qweight
+            self.packed_scales = self.scales.to(torch.bfloat16)
+            return True
+        codes = self._codes().reshape(self.out_features, self.in_features).to(torch.int32)
+        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+            codes.contiguous(), _INT4_INNER_K_TILES
+        )
+        scale = self.scales.float()
+        zero = self.zeros.float() + 8.0 * scale
+        # [groups, out_features, 2]: the kernel's scales-and-zeros layout.
+        self.packed_scales = torch.stack((scale.t(), zero.t()), dim=-1).to(torch.bfloat16)
+        self.packed_scales = self.packed_scales.contiguous()
+        return True
+
+    @property
+    def packed_for_cpu(self) -> bool:
+        """Whether `pack_for_cpu` has built the kernel layout."""
+        return self.packed.numel() > 0
+
+    def read_bytes(self) -> int:
+        """Bytes one forward pass streams for the weight (the kernel's layout when packed)."""
+        if self.packed_for_cpu:
+            tensors = [self.packed, self.packed_scales]
+        else:
+            tensors = [self.qweight, self.scales, self.zeros]
+        if self.bias is not None:
+            tensors.append(self.bias)
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def _codes(self) -> torch.Tensor:
+        low = self.qweight & 0x0F
+        high = self.qweight >> 4
+        return torch.stack((low, high), dim=-1).reshape(
+            self.out_features, self.in_features // self.group_size, self.group_size
+        )
+
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight as a dense tensor of `dtype`."""
         if self.bits == 8:
             return self.qweight.to(dtype) * self.scales.to(dtype)[:, None]
-        low = self.qweight & 0x0F
-        high = self.qweight >> 4
-        q = torch.stack((low, high), dim=-1).reshape(
-            self.out_features, self.in_features // self.group_size, self.group_size
-        )
+        q = self._codes()
         w = q.to(dtype) * self.scales.to(dtype)[..., None] + self.zeros.to(dtype)[..., None]
         return w.reshape(self.out_features, self.in_features)
 
@@ -126,6 +192,13 @@ class QuantLinear(nn.Module):
         return self.dequantize(torch.float32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            self.packed_for_cpu
+            and x.dtype == torch.bfloat16
+            and x.device.type == "cpu"
+            and not (x.requires_grad and torch.is_grad_enabled())
+        ):
+            return self._kernel_forward(x)
         if self.bits == 8:
             # Scale after the matmul: one multiply per output instead of per weight.
             y = F.linear(x, self.qweight.to(x.dtype)) * self.scales.to(x.dtype)
@@ -134,6 +207,19 @@ class QuantLinear(nn.Module):
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)
         return y
+
+    def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        y: torch.Tensor
+        if self.bits == 8:
+            y = torch.ops.aten._weight_int8pack_mm(flat, self.packed, self.packed_scales)
+        else:
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                flat, self.packed, self.group_size, self.packed_scales
+            )
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (

@@ -31,12 +31,29 @@ def serve(
         int | None, typer.Option(help="Processes sharding the model.")
     ] = None,
     quantization: Annotated[str | None, typer.Option(help="none, int8 or int4.")] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            help="Compute dtype: float32, bfloat16, float16 or auto (bf16 where it runs "
+            "natively or with quantized weights, else fp32). Default: the spec's "
+            "engine.dtype with --spec, else float32 (exact).",
+        ),
+    ] = None,
     served_model_name: Annotated[str | None, typer.Option(help="Model id clients send.")] = None,
     max_model_len: Annotated[int | None, typer.Option(help="Prompt + output limit.")] = None,
     max_batch_tokens: Annotated[int | None, typer.Option(help="Token budget per step.")] = None,
     max_seqs: Annotated[int | None, typer.Option(help="Sequences running at once.")] = None,
     max_queue: Annotated[int, typer.Option(help="Waiting requests before 429.")] = 256,
-    kv_cache_mib: Annotated[int, typer.Option(help="KV cache memory per rank, MiB.")] = 512,
+    kv_cache_mib: Annotated[
+        int | None, typer.Option(help="KV cache memory per rank, MiB (default 512).")
+    ] = None,
+    kv_cache_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="KV cache as a fraction of the memory left after loading the weights "
+            "(container limit or host), capped at max-seqs full-length sequences.",
+        ),
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
     api_key_env: Annotated[
         str, typer.Option(help="Environment variable holding the API key (unset: no auth).")
@@ -58,6 +75,8 @@ def serve(
         options.update(
             tensor_parallel=engine.tensor_parallel,
             quantization=engine.quantization,
+            dtype=engine.dtype,
+            kv_cache_fraction=engine.kv_cache_fraction,
             max_model_len=engine.max_model_len,
             max_batch_tokens=engine.max_batch_tokens,
             max_seqs=engine.max_seqs,
@@ -85,19 +104,27 @@ def serve(
     overrides = {
         "tensor_parallel": tensor_parallel,
         "quantization": quantization,
+        "dtype": dtype,
+        "kv_cache_fraction": kv_cache_fraction,
         "max_model_len": max_model_len,
         "max_batch_tokens": max_batch_tokens,
         "max_seqs": max_seqs,
     }
     options.update({k: v for k, v in overrides.items() if v is not None})
+    if kv_cache_mib is not None:
+        # An explicit size wins over the spec's fraction.
+        options["kv_cache_fraction"] = kv_cache_fraction
+        options["kv_cache_bytes"] = kv_cache_mib * 2**20
     if options.get("quantization") == "none":
         options["quantization"] = None
-    config = EngineConfig(
-        model=resolve_model(source),
-        served_model_name=name,
-        max_queue=max_queue,
-        kv_cache_bytes=kv_cache_mib * 2**20,
-        num_threads=threads,
-        **options,  # type: ignore[arg-type]
-    )
+    try:
+        config = EngineConfig(
+            model=resolve_model(source),
+            served_model_name=name,
+            max_queue=max_queue,
+            num_threads=threads,
+            **options,  # type: ignore[arg-type]
+        )
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
     run_servers(config, host, port, grpc_port, os.environ.get(api_key_env) or None)

@@ -4,6 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+# Spellings accepted for the compute dtype (the CLI's and the ModelDeployment's).
+DTYPE_NAMES = {
+    "auto": "auto",
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 @dataclass
@@ -17,13 +32,20 @@ class EngineConfig:
     adapters: list[Path] = field(default_factory=list)
     """PEFT LoRA adapter directories merged into the weights at load."""
     quantization: str | None = None
-    """None, "int8" or "int4": weight-only quantization of the decoder's linear layers."""
+    """None, "int8" or "int4": weight-only quantization of the linear layers and the head."""
+    dtype: str = "float32"
+    """Compute dtype: "float32", "bfloat16", "float16" or "auto" (see `resolve_dtype`).
+    Weights, activations and the KV cache use it; norms, rotary tables and logits stay fp32."""
     tensor_parallel: int = 1
     """Processes that shard the model (gloo on CPU)."""
     block_size: int = 16
     """Tokens per KV block."""
     kv_cache_bytes: int = 512 * 2**20
     """Memory for the KV cache (per rank); sets the number of blocks."""
+    kv_cache_fraction: float | None = None
+    """If set, overrides `kv_cache_bytes`: this fraction of the memory available after
+    loading the weights (see `hanlin.serve.kv_cache.available_memory`), capped at what `max_seqs` sequences
+    of the longest allowed length can use."""
     num_blocks: int | None = None
     """Overrides `kv_cache_bytes` (tests force preemption with a tiny cache)."""
     max_model_len: int | None = None
@@ -39,7 +61,57 @@ class EngineConfig:
     num_threads: int | None = None
     """torch intra-op threads for the engine (None: torch's default)."""
 
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be one of {sorted(set(DTYPE_NAMES))}, got {self.dtype!r}")
+        self.dtype = DTYPE_NAMES[self.dtype]
+        if self.kv_cache_fraction is not None and not 0 < self.kv_cache_fraction <= 1:
+            raise ValueError(f"kv_cache_fraction must be in (0, 1], got {self.kv_cache_fraction}")
+
     @property
     def name(self) -> str:
         """The served model id."""
         return self.served_model_name or Path(self.model).name
+
+    def torch_dtype(self) -> torch.dtype:
+        """The compute dtype, with "auto" resolved for this machine."""
+        return resolve_dtype(self.dtype, self.quantization)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes in bf16 natively (AVX512-BF16 or AMX), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_dtype(name: str, quantization: str | None = None) -> torch.dtype:
+    """The torch dtype for a dtype name; "auto" picks the fast one for this machine.
+
+    "auto" is bf16 where bf16 runs natively (CUDA GPUs with bf16; CPUs with
+    AVX512-BF16 or AMX, where bf16 matmuls run about twice as fast as fp32 and
+    read half the bytes) and whenever weights are quantized (the CPU int4/int8
+    kernels take bf16 activations); otherwise fp32, the exact reference.
+    """
+    import torch
+
+    canonical = DTYPE_NAMES.get(name)
+    if canonical is None:
+        raise ValueError(f"dtype must be one of {sorted(set(DTYPE_NAMES))}, got {name!r}")
+    if canonical != "auto":
+        return {
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "float16": torch.float16,
+        }[canonical]
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if (quantization or "none") != "none" or cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32

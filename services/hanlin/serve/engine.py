@@ -16,8 +16,9 @@ import torch
 from hanlin.serve.config import EngineConfig
 from hanlin.serve.detokenizer import Detokenizer
 from hanlin.serve.errors import ErrorCode, RequestError
-from hanlin.serve.kv_cache import BlockManager
+from hanlin.serve.kv_cache import BlockManager, available_memory
 from hanlin.serve.metrics import EngineMetrics
+from hanlin.serve.model import ModelConfig
 from hanlin.serve.params import SamplingParams
 from hanlin.serve.runner import ModelRunner, StepInputs
 from hanlin.serve.sampler import sample, top_logprobs
@@ -62,11 +63,16 @@ class Engine:
             model = self.tp_group.model
         else:
             model = load_model(
-                config.model, quantization=config.quantization, adapters=config.adapters
+                config.model,
+                quantization=config.quantization,
+                adapters=config.adapters,
+                dtype=config.torch_dtype(),
             )
         self.model_config = model.cfg
         num_blocks = config.num_blocks or max(
-            1, config.kv_cache_bytes // (ModelRunner.kv_bytes_per_token(model) * config.block_size)
+            1,
+            self._kv_cache_bytes(model.cfg, ModelRunner.kv_bytes_per_token(model))
+            // (ModelRunner.kv_bytes_per_token(model) * config.block_size),
         )
         self.runner = ModelRunner(model, num_blocks, config.block_size)
         if self.tp_group is not None:
@@ -83,6 +89,19 @@ class Engine:
         self.eos = set(model.cfg.eos_token_ids)
         if self.tokenizer.eos_token_id is not None:
             self.eos.add(int(self.tokenizer.eos_token_id))
+
+    def _kv_cache_bytes(self, cfg: ModelConfig, per_token: int) -> int:
+        """The cache budget: fixed bytes, or a fraction of the memory left after the weights."""
+        config = self.config
+        if config.kv_cache_fraction is None:
+            return config.kv_cache_bytes
+        # Tensor-parallel ranks share the host's memory: each takes its share.
+        budget = int(config.kv_cache_fraction * available_memory()) // config.tensor_parallel
+        # Never more than every running sequence at the longest allowed length needs.
+        longest = min(
+            config.max_model_len or cfg.max_position_embeddings, cfg.max_position_embeddings
+        )
+        return min(budget, config.max_seqs * longest * per_token)
 
     # -- requests ---------------------------------------------------------------------------
 

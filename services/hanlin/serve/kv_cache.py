@@ -12,6 +12,45 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
+
+# cgroup v1 reports "no limit" as a huge number near 2**63.
+_CGROUP_UNLIMITED = 2**60
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def available_memory(root: Path = Path("/")) -> int:
+    """Bytes this process can still allocate: host MemAvailable, or less under a cgroup limit.
+
+    The container's limit (cgroup v2 ``memory.max`` minus ``memory.current``, or
+    v1 ``memory.limit_in_bytes`` minus ``memory.usage_in_bytes``) is what a pod
+    may use before it is OOM-killed; the host figure bounds it otherwise.
+    """
+    candidates: list[int] = []
+    try:
+        for line in (root / "proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                candidates.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    cg = root / "sys/fs/cgroup"
+    for limit_file, usage_file in (
+        ("memory.max", "memory.current"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
+        limit, usage = _read_int(cg / limit_file), _read_int(cg / usage_file)
+        if limit is not None and usage is not None and limit < _CGROUP_UNLIMITED:
+            candidates.append(max(0, limit - usage))
+    if not candidates:
+        raise RuntimeError("cannot tell the available memory (no /proc/meminfo, no cgroup)")
+    return min(candidates)
 
 
 class OutOfBlocks(Exception):

@@ -21,6 +21,9 @@ from torch import nn
 
 from hanlin.serve.adapters import merge_adapters
 
+# int4 groups of 32 input columns: the grid SmolLM2's GGUF (Q4_1) ships on.
+QUANT_GROUP_SIZE = 32
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -203,6 +206,8 @@ class LlamaModel(nn.Module):
     """Embedding, decoder layers, final norm and (possibly tied) output head."""
 
     inv_freq: torch.Tensor
+    rope_cos: torch.Tensor
+    rope_sin: torch.Tensor
 
     def __init__(self, cfg: ModelConfig, tp: TensorParallel, qkv_bias: bool = False) -> None:
         super().__init__()
@@ -214,7 +219,21 @@ class LlamaModel(nn.Module):
         self.head: torch.Tensor | None = None
         if not cfg.tie_word_embeddings:
             self.register_buffer("head", torch.empty(cfg.vocab_size, cfg.hidden_size))
+        # A quantized output head (tied or not), set by `load_model` when quantizing.
+        self.head_proj: nn.Module | None = None
         self.register_buffer("inv_freq", _inv_freq(cfg), persistent=False)
+        # cos/sin of every position, in the compute dtype (`set_rope_tables`): a decode
+        # step gathers rows instead of computing trig functions.
+        self.register_buffer("rope_cos", torch.zeros(0), persistent=False)
+        self.register_buffer("rope_sin", torch.zeros(0), persistent=False)
+
+    def set_rope_tables(self, dtype: torch.dtype) -> None:
+        """Compute cos/sin for every position in fp32 and store them in `dtype`."""
+        positions = torch.arange(self.cfg.max_position_embeddings, dtype=torch.float32)
+        freqs = positions[:, None] * self.inv_freq.float()[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.rope_cos = emb.cos().to(dtype)[:, None, :]
+        self.rope_sin = emb.sin().to(dtype)[:, None, :]
 
     def decoder_layers(self) -> list[DecoderLayer]:
         """The layers, typed."""
@@ -222,9 +241,9 @@ class LlamaModel(nn.Module):
 
     def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin [T, 1, head_dim] for the given absolute positions."""
-        freqs = positions.float()[:, None] * self.inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos()[:, None, :], emb.sin()[:, None, :]
+        if self.rope_cos.numel() == 0:
+            self.set_rope_tables(self.embed.weight.dtype)
+        return self.rope_cos[positions], self.rope_sin[positions]
 
     def forward(
         self,
@@ -240,6 +259,9 @@ class LlamaModel(nn.Module):
         for layer, cache in zip(self.decoder_layers(), caches, strict=True):
             x = layer(x, cos, sin, cache, batch)
         h = self.norm(x.index_select(0, logit_rows))
+        if self.head_proj is not None:
+            logits: torch.Tensor = self.head_proj(h)
+            return logits.float()
         head = self.embed.weight if self.head is None else self.head
         return F.linear(h, head).float()
 
@@ -274,16 +296,50 @@ def load_model(
         model = LlamaModel(cfg, tp, qkv_bias)
     model = model.to_empty(device="cpu")
     _fill(model, cfg, tp, state)
-    model = model.to(dtype)
+    del state
     if quantization and quantization != "none":
-        from hanlin.quant import quantize_model
-
-        bits = {"int8": 8, "int4": 4}.get(quantization)
-        if bits is None:
-            raise ValueError(f"quantization must be none, int8 or int4, got {quantization!r}")
-        quantize_model(model.layers, bits=bits, group_size=32)
+        _quantize(model, quantization)
+    _cast(model, dtype)
+    model.set_rope_tables(dtype)
     model.requires_grad_(False)
     return model.eval()
+
+
+def _quantize(model: LlamaModel, quantization: str) -> None:
+    """Quantize every linear layer and the output head from the fp32 weights."""
+    from hanlin.quant import QuantLinear, quantize_model
+
+    bits = {"int8": 8, "int4": 4}.get(quantization)
+    if bits is None:
+        raise ValueError(f"quantization must be none, int8 or int4, got {quantization!r}")
+    quantize_model(model.layers, bits=bits, group_size=QUANT_GROUP_SIZE)
+    # The head reads vocab x hidden weights every step (a fifth of SmolLM2's bytes):
+    # quantize it too. A tied embedding keeps its full-precision table for lookups.
+    head = model.embed.weight if model.head is None else model.head
+    proj = QuantLinear(model.cfg.hidden_size, model.cfg.vocab_size, bits, QUANT_GROUP_SIZE)
+    proj.load_weight(head)
+    model.head_proj = proj
+    if model.head is not None:
+        model.head = None
+    for module in model.modules():
+        if isinstance(module, QuantLinear):
+            module.pack_for_cpu()
+
+
+def _cast(model: LlamaModel, dtype: torch.dtype) -> None:
+    """Cast floating weights to `dtype`, leaving quantized layers' scales as they are."""
+    from hanlin.quant import QuantLinear
+
+    for module in model.modules():
+        if isinstance(module, QuantLinear):
+            continue
+        for name, p in list(module.named_parameters(recurse=False)):
+            if p.is_floating_point():
+                setattr(module, name, nn.Parameter(p.data.to(dtype), requires_grad=False))
+        for name, b in list(module.named_buffers(recurse=False)):
+            # The rotary frequencies stay fp32: positions up to 8k need the mantissa.
+            if b is not None and b.is_floating_point() and name != "inv_freq":
+                setattr(module, name, b.to(dtype))
 
 
 def _fill(

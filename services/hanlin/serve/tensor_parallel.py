@@ -48,7 +48,11 @@ def _init(rank: int, size: int, port: int) -> None:
 def _load(config: EngineConfig, rank: int) -> LlamaModel:
     tp = TensorParallel(rank, config.tensor_parallel)
     return load_model(
-        Path(config.model), tp=tp, quantization=config.quantization, adapters=config.adapters
+        Path(config.model),
+        tp=tp,
+        quantization=config.quantization,
+        adapters=config.adapters,
+        dtype=config.torch_dtype(),
     )
 
 
