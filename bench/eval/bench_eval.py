@@ -16,27 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-TASK_YAML = """\
-task: bench_{name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: multiple_choice
-doc_to_text: question
-doc_to_choice: choices
-doc_to_target: answer
-target_delimiter: ""
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
-
 
 def run_lm_eval(model: Path, data: Path, name: str, batch_size: int) -> tuple[float, float, float]:
     """(seconds, acc, acc_norm) of lm-eval's hf backend on the task."""
@@ -44,7 +23,9 @@ def run_lm_eval(model: Path, data: Path, name: str, batch_size: int) -> tuple[fl
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    (data / f"bench_{name}.yaml").write_text(TASK_YAML.format(name=name, path=data / "rows.jsonl"))
+    from hanlin.eval.lm_eval_task import write_lm_eval_task
+
+    write_lm_eval_task(data, f"bench_{name}", data / "rows.jsonl", "multiple-choice")
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from hanlin.dev.fixtures import hanlin_server
+from hanlin.eval.lm_eval_task import write_lm_eval_task
 from hanlin.eval.registry import DATA_DIR
 from hanlin.eval.results import read_records
 
@@ -28,55 +29,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 N_MC = 20  # date_understanding rows: 5-6 multi-token choices each
 N_QA = 20  # arithmetic rows, greedy generation
 MAX_NEW = 12
-NUMBER_RE = r"[-+]?\d+(?:\.\d+)?"  # the same as hanlin.eval.scoring.NUMBER_RE
-
-MC_YAML = """\
-task: hanlin_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: multiple_choice
-doc_to_text: question
-doc_to_choice: choices
-doc_to_target: answer
-target_delimiter: ""
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
-
-QA_YAML = """\
-task: hanlin_qa
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: generate_until
-doc_to_text: question
-doc_to_target: answer
-generation_kwargs:
-  until: ["\\n"]
-  max_gen_toks: {max_new}
-  do_sample: false
-filter_list:
-  - name: last-number
-    filter:
-      - function: regex
-        regex_pattern: "{regex}"
-        group_select: -1
-      - function: take_first
-metric_list:
-  - metric: exact_match
-    aggregation: mean
-    higher_is_better: true
-"""
 
 
 def _head(name: str, n: int) -> str:
@@ -88,9 +40,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("eval-data")
     (d / "mc.jsonl").write_text(_head("date_understanding.jsonl", N_MC))
     (d / "qa.jsonl").write_text(_head("arithmetic.jsonl", N_QA))
-    (d / "mc.yaml").write_text(MC_YAML.format(path=d / "mc.jsonl"))
-    regex = NUMBER_RE.replace("\\", "\\\\")
-    (d / "qa.yaml").write_text(QA_YAML.format(path=d / "qa.jsonl", max_new=MAX_NEW, regex=regex))
+    write_lm_eval_task(d, "hanlin_mc", d / "mc.jsonl", "multiple-choice")
+    write_lm_eval_task(d, "hanlin_qa", d / "qa.jsonl", "qa", max_new_tokens=MAX_NEW)
     return d
 
 
