@@ -1,13 +1,17 @@
-"""Serving benchmark: Hanlin vs a naive one-at-a-time HF server, same model, same workload.
+"""Serving benchmark: Hanlin vs naive HF, llama.cpp and vLLM-CPU, same model, same workload.
 
-    python bench/serve/run.py [--clients 1,4,16] [--requests-per-client 2] [--seed 0]
+    python bench/serve/run.py --servers hanlin,hanlin-int4,naive-hf,llama-cpp,vllm \\
+        --clients 1,4,16 --threads 2 --out serve-bench.json
 
-Each server runs alone (started, loaded, measured, stopped) so they never share
-the CPU. The workload is ShareGPT-like: log-normal prompt lengths and varied
-output lengths from a fixed seed, every request forced to its full output
-length (ignore_eos) so both servers produce the same number of tokens. It
-prints req/s, output tok/s, TTFT and TPOT p50/p99 per server and concurrency,
-and Hanlin's ratio over the baseline measured in the same run.
+Each server runs alone (started, warmed up, measured, stopped) so none shares
+the CPU with another. Peers live in their own virtual environments, made on
+first use (peers.py; `--setup-only` makes them ahead of a timed run). The
+workload is ShareGPT-like from a fixed seed (loadgen.py), every request forced
+to its full output length so every server does the same work; token-count
+mismatches are reported. It prints req/s, output tok/s, TTFT and TPOT p50/p99
+per server and concurrency, and the issue's goal ratios (report.py), and
+writes everything as JSON. A peer that cannot be installed, start, or finish
+within its time limits is reported as "did not run: <reason>".
 """
 
 from __future__ import annotations
@@ -15,98 +19,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
-import random
+import signal
 import socket
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 HERE = Path(__file__).resolve().parent
-WORDS = (
-    "the river town market bread honey children summer bridge farmer wheat field church mill "
-    "story question answer history science music garden winter light stone road city friend "
-    "travel ocean mountain book letter morning evening window table kitchen teacher student"
-).split()
+sys.path.insert(0, str(HERE))
+
+import loadgen  # noqa: E402
+import peers  # noqa: E402
+import report  # noqa: E402
+
+ALL_SERVERS = ("hanlin", "hanlin-bf16", "hanlin-int4", "naive-hf", "llama-cpp", "vllm")
+MAX_MODEL_LEN = 2048  # longest workload prompt (400 words) plus 128 output tokens fits
 
 
 @dataclass
-class Result:
-    ttft: float
-    tpot: float
-    e2e: float
-    tokens: int
+class Server:
+    """How to start one server and what its requests need to run to full length."""
 
-
-def workload(n: int, seed: int) -> list[tuple[str, int]]:
-    """(prompt, output length) pairs with ShareGPT-like length spread."""
-    rng = random.Random(seed)
-    items = []
-    for _ in range(n):
-        words = min(400, max(8, int(rng.lognormvariate(3.8, 0.7))))
-        prompt = " ".join(rng.choice(WORDS) for _ in range(words))
-        items.append((prompt, rng.choice([16, 32, 64, 64, 96, 128])))
-    return items
-
-
-async def one(client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int) -> Result:
-    body = {
-        "model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-        "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
-    }  # fmt: skip
-    start = time.perf_counter()
-    first = None
-    tokens = 0
-    async with client.stream("POST", "/v1/completions", json=body) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            data = json.loads(line[6:])
-            if data.get("choices") and data["choices"][0].get("text") and first is None:
-                first = time.perf_counter()
-            if data.get("usage"):
-                tokens = int(data["usage"]["completion_tokens"])
-    end = time.perf_counter()
-    first = first or end
-    return Result(first - start, (end - first) / max(tokens - 1, 1), end - start, tokens)
-
-
-async def load(
-    url: str, model: str, clients: int, items: list[tuple[str, int]]
-) -> dict[str, float]:
-    queue = list(items)
-    results: list[Result] = []
-
-    async def client_loop(c: httpx.AsyncClient) -> None:
-        while queue:
-            prompt, n = queue.pop()
-            results.append(await one(c, model, prompt, n))
-
-    async with httpx.AsyncClient(base_url=url, timeout=3600) as c:
-        start = time.perf_counter()
-        await asyncio.gather(*(client_loop(c) for _ in range(clients)))
-        elapsed = time.perf_counter() - start
-
-    def pct(xs: list[float], q: float) -> float:
-        xs = sorted(xs)
-        return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-    ttft = [r.ttft for r in results]
-    tpot = [r.tpot for r in results]
-    return {
-        "req_s": len(results) / elapsed,
-        "tok_s": sum(r.tokens for r in results) / elapsed,
-        "ttft_p50": statistics.median(ttft),
-        "ttft_p99": pct(ttft, 0.99),
-        "tpot_p50": statistics.median(tpot),
-        "tpot_p99": pct(tpot, 0.99),
-    }
+    cmd: list[str]
+    ready_path: str = "/v1/models"
+    env: dict[str, str] | None = None
+    extra: dict[str, Any] = field(default_factory=lambda: {"ignore_eos": True})
 
 
 def _port() -> int:
@@ -115,77 +60,208 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(cmd: list[str], url: str, log: Path) -> subprocess.Popen[bytes]:
+def _hanlin_has_dtype() -> bool:
+    """Whether this checkout's `hanlin serve` takes --dtype (added alongside bf16 kernels)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "hanlin.cli", "serve", "--help"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    return "--dtype" in out.stdout
+
+
+def build(name: str, args: argparse.Namespace, port: int, logs: Path) -> Server:
+    """The Server for `name`, installing its peer venv if needed; PeerUnavailable says why not."""
+    t = str(args.threads)
+    hanlin = [sys.executable, "-m", "hanlin.cli", "serve", "--model", args.model,
+              "--port", str(port), "--served-model-name", "m", "--max-seqs", "64",
+              "--max-model-len", str(MAX_MODEL_LEN), "--threads", t]  # fmt: skip
+    if name == "hanlin":
+        return Server(hanlin)
+    if name in ("hanlin-bf16", "hanlin-int4"):
+        has_dtype = _hanlin_has_dtype()
+        if name == "hanlin-bf16":
+            if not has_dtype:
+                raise peers.PeerUnavailable("`hanlin serve` has no --dtype option in this checkout")
+            return Server([*hanlin, "--dtype", "bfloat16"])
+        # int4 weights with bf16 compute where the flag exists: the fast int4 path.
+        return Server([*hanlin, "--quantization", "int4", *(["--dtype", "bfloat16"] * has_dtype)])
+    if name == "naive-hf":
+        cmd = [sys.executable, str(HERE / "naive_hf_server.py"), args.model, str(port), t]
+        return Server(cmd, ready_path="/health")
+    if name == "llama-cpp":
+        python = peers.ensure_llama_cpp(logs / "bench-serve-llama-cpp-install.log")
+        cmd = peers.llama_cpp_command(python, port, args.threads, MAX_MODEL_LEN)
+        return Server(cmd, extra=peers.LLAMA_CPP_EXTRA)
+    if name == "vllm":
+        python = peers.ensure_vllm(logs / "bench-serve-vllm-install.log")
+        cmd = peers.vllm_command(python, args.model, port, MAX_MODEL_LEN)
+        return Server(cmd, env=peers.vllm_env(args.threads))
+    raise ValueError(f"--servers: unknown server {name!r} (known: {', '.join(ALL_SERVERS)})")
+
+
+def start(server: Server, url: str, log: Path, timeout: float) -> subprocess.Popen[bytes]:
+    """Start the server in its own process group and wait until it answers."""
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
+        proc = subprocess.Popen(
+            server.cmd, stdout=out, stderr=subprocess.STDOUT, env=server.env,
+            start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{cmd[0]} exited: {log.read_text()[-2000:]}")
+            tail = log.read_text(errors="replace")[-600:]
+            raise peers.PeerUnavailable(f"server exited ({proc.returncode}): {tail}")
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if httpx.get(url + server.ready_path, timeout=2).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"server did not start: {log}")
+    stop(proc)
+    raise peers.PeerUnavailable(f"server did not answer within {timeout:.0f} s (log: {log})")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model dir (default: the dev model)")
-    parser.add_argument("--clients", default="1,4,16")
-    parser.add_argument("--requests-per-client", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quantization", default=None, help="also run Hanlin with int8/int4")
-    parser.add_argument("--log-dir", default="/tmp")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads for every server (same for all)"
-    )
-    args = parser.parse_args()
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the server and everything it spawned (vLLM runs its engine in child processes)."""
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def measure(name: str, server: Server, args: argparse.Namespace, url: str) -> dict[int, Any]:
+    """Warm up, then run every concurrency level; a level over its time limit ends the server."""
+    rows: dict[int, Any] = {}
+    warm = loadgen.workload(1, args.seed + 99)
+    asyncio.run(loadgen.load(url, "m", 1, warm, server.extra, args.level_timeout))
+    for clients in args.levels:
+        n = max(clients * args.requests_per_client, args.min_requests)
+        items = loadgen.workload(n, args.seed)
+        run = loadgen.load(url, "m", clients, items, server.extra, args.level_timeout)
+        try:
+            rows[clients] = asyncio.run(asyncio.wait_for(run, args.level_timeout))
+        except TimeoutError:
+            rows[clients] = f"did not finish {n} requests within {args.level_timeout:.0f} s"
+            break
+        except (httpx.HTTPError, RuntimeError) as e:
+            rows[clients] = f"requests failed: {e}"
+            break
+        print(name, clients, json.dumps(rows[clients]), flush=True)
+    return rows
+
+
+def _clean(x: Any) -> Any:
+    """JSON without NaN (unmeasured ratios become null)."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    return x
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma-separated")
+    p.add_argument("--model", default=None, help="HF model dir (default: the dev model)")
+    p.add_argument("--clients", default="1,4,16", help="concurrency levels")
+    p.add_argument("--requests-per-client", type=int, default=1)
+    p.add_argument("--min-requests", type=int, default=4, help="per level, at least")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for every server")
+    p.add_argument("--startup-timeout", type=float, default=420, help="seconds per server")
+    p.add_argument("--level-timeout", type=float, default=240, help="seconds per level")
+    p.add_argument("--out", type=Path, default=Path("serve-bench.json"), help="JSON results")
+    p.add_argument("--log-dir", type=Path, default=Path(tempfile.gettempdir()))
+    p.add_argument("--setup-only", action="store_true", help="make the peer venvs and exit")
+    args = p.parse_args(argv)
+    args.names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = [s for s in args.names if s not in ALL_SERVERS]
+    if unknown:
+        p.error(f"--servers: unknown {unknown} (known: {', '.join(ALL_SERVERS)})")
+    try:
+        args.levels = [int(c) for c in args.clients.split(",")]
+    except ValueError:
+        p.error(f"--clients: expected comma-separated integers, got {args.clients!r}")
+    if args.threads < 1 or any(c < 1 for c in args.levels):
+        p.error("--threads and --clients must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print and write its results."""
+    args = parse_args(argv)
+    args.log_dir.mkdir(parents=True, exist_ok=True)
+    if args.setup_only:
+        for name, ensure in (("llama-cpp", peers.ensure_llama_cpp), ("vllm", peers.ensure_vllm)):
+            if name in args.names:
+                t0 = time.monotonic()
+                try:
+                    where = ensure(args.log_dir / f"bench-serve-{name}-install.log")
+                    print(f"{name}: ready at {where} ({time.monotonic() - t0:.0f} s)")
+                except peers.PeerUnavailable as e:
+                    print(f"{name}: did not install: {e}")
+        return
     if args.model is None:
         from hanlin.dev.model import ensure_model
 
         args.model = str(ensure_model())
-    levels = [int(c) for c in args.clients.split(",")]
-    port = _port()
-    url = f"http://127.0.0.1:{port}"
-    servers = {
-        "hanlin": [sys.executable, "-m", "hanlin.cli", "serve", "--model", args.model,
-                   "--port", str(port), "--served-model-name", "m", "--max-seqs", "64"],
-        "naive-hf": [sys.executable, str(HERE / "naive_hf_server.py"), args.model, str(port)],
-    }  # fmt: skip
-    if args.threads:
-        servers["hanlin"] += ["--threads", str(args.threads)]
-        servers["naive-hf"].append(str(args.threads))
-    if args.quantization:
-        servers[f"hanlin-{args.quantization}"] = servers["hanlin"] + [
-            "--quantization", args.quantization,
-        ]  # fmt: skip
-    table: dict[tuple[str, int], dict[str, float]] = {}
-    for name, cmd in servers.items():
-        proc = start(cmd, url, Path(args.log_dir) / f"bench-serve-{name}.log")
+    table: report.Table = {}
+    skipped: dict[str, str] = {}
+    startup: dict[str, float] = {}
+    begun = time.monotonic()
+    for name in args.names:
+        port = _port()
+        url = f"http://127.0.0.1:{port}"
         try:
-            asyncio.run(load(url, "m", 1, workload(1, args.seed + 99)))  # warm-up
-            for clients in levels:
-                items = workload(clients * args.requests_per_client, args.seed)
-                table[(name, clients)] = asyncio.run(load(url, "m", clients, items))
-                print(name, clients, json.dumps(table[(name, clients)]), flush=True)
+            server = build(name, args, port, args.log_dir)
+            t0 = time.monotonic()
+            proc = start(
+                server, url, args.log_dir / f"bench-serve-{name}.log", args.startup_timeout
+            )
+            startup[name] = time.monotonic() - t0
+        except peers.PeerUnavailable as e:
+            skipped[name] = f"did not run: {str(e).strip()[:400]}"
+            print(name, skipped[name], flush=True)
+            continue
+        try:
+            rows = measure(name, server, args, url)
+        except (httpx.HTTPError, RuntimeError, TimeoutError) as e:
+            rows = {0: f"warm-up failed: {e}"}
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            stop(proc)
+        for clients, row in rows.items():
+            if isinstance(row, str):
+                skipped[f"{name}@{clients}"] = row
+                print(name, clients, row, flush=True)
+            else:
+                table[(name, clients)] = row
+    high, low = max(args.levels), min(args.levels)
+    goal_list = report.goals(table, high=high, low=low)
     print()
-    print(f"{'server':<14}{'clients':>8}{'req/s':>8}{'tok/s':>8}{'TTFT p50':>10}{'TTFT p99':>10}"
-          f"{'TPOT p50':>10}{'TPOT p99':>10}{'tok/s vs naive':>16}")  # fmt: skip
-    for (name, clients), m in table.items():
-        base = table.get(("naive-hf", clients))
-        ratio = m["tok_s"] / base["tok_s"] if base else float("nan")
-        print(
-            f"{name:<14}{clients:>8}{m['req_s']:>8.2f}{m['tok_s']:>8.1f}{m['ttft_p50']:>10.3f}"
-            f"{m['ttft_p99']:>10.3f}{m['tpot_p50']:>10.3f}{m['tpot_p99']:>10.3f}{ratio:>15.2f}x"
-        )
-    print(f"\nmachine: {os.cpu_count()} CPUs; load average at end {os.getloadavg()[0]:.1f}")
+    print(report.render(table, skipped, goal_list))
+    load = os.getloadavg()[0]
+    print(f"\nmachine: {os.cpu_count()} CPUs, {args.threads} threads per server; "
+          f"load average at end {load:.1f}; total {time.monotonic() - begun:.0f} s")  # fmt: skip
+    result = {
+        "config": {k: v for k, v in vars(args).items() if k not in ("out", "log_dir", "names")},
+        "machine": {"cpus": os.cpu_count(), "load_avg_end": load},
+        "startup_s": startup,
+        "rows": [{"server": s, "clients": c, **m} for (s, c), m in table.items()],
+        "did_not_run": skipped,
+        "goals": [{**vars(g), "met": g.met} for g in goal_list],
+    }
+    args.out.write_text(json.dumps(_clean(result), indent=2, default=str) + "\n")
+    print(f"results: {args.out}")
 
 
 if __name__ == "__main__":
