@@ -160,6 +160,7 @@ def serve_url(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     args = [
         "serve", "--model", str(model_dir), "--served-model-name", "smol",
         "--max-model-len", "512", "--max-seqs", "8", "--max-queue", "64", "--kv-cache-mib", "128",
+        "--dtype", "float32",  # parity with lm-eval's fp32 run, not bf16's speed
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "HANLIN_API_KEY"}
     log = tmp_path_factory.mktemp("serve") / "server.log"
