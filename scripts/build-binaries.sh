@@ -23,6 +23,8 @@ export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:--buildvcs=false} -trimpath"
 want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm versitygw)
 missing=()
 for b in "${want[@]}"; do [ -x "$BIN/$b" ] || missing+=("$b"); done
+# A helm built before it carried its Kubernetes version (see below) is rebuilt once.
+if [ -x "$BIN/helm" ] && [ ! -f "$BIN/helm.kube-version" ]; then missing+=(helm); fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "binaries: all present in $BIN (warm)"; exit 0
 fi
@@ -97,8 +99,17 @@ fi
 
 if has helm; then
   t0=$(date +%s)
-  GOBIN="$work/gobin" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-  mv "$work/gobin/helm" "$BIN/helm"; echo "built helm in $(( $(date +%s) - t0 ))s"
+  # helm's Makefile stamps the Kubernetes version of its client-go (the default of
+  # .Capabilities.KubeVersion and of lint's deprecation checks); without it a source
+  # build says v1.20.
+  helm_gomod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  kube_minor=$(sed -n 's/^[[:space:]]*k8s\.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$helm_gomod")
+  [ -n "$kube_minor" ] || { echo "no k8s.io/client-go in helm's go.mod" >&2; exit 1; }
+  kube_x="-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kube_minor"
+  kube_x+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$kube_minor"
+  GOBIN="$work/gobin" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION $kube_x" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  mv "$work/gobin/helm" "$BIN/helm"; echo "v1.$kube_minor" > "$BIN/helm.kube-version"
+  echo "built helm (Kubernetes v1.$kube_minor) in $(( $(date +%s) - t0 ))s"
 fi
 
 if has versitygw; then
