@@ -23,16 +23,23 @@ from hanlin.serve.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatLogprobs,
-    ChatResponseMessage,
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
     DeltaMessage,
+    DeltaToolCall,
     TokenLogprob,
     TopLogprob,
     UsageInfo,
     _Sampling,
+)
+from hanlin.serve.tool_calls import (
+    ContentFilter,
+    ToolPlan,
+    assistant_message,
+    plan_tools,
+    render_messages,
 )
 
 
@@ -90,6 +97,21 @@ class OpenAIServing:
         self.model_name = model_name
         self.tokenizer: Any = engine.engine.tokenizer
         self.max_model_len = engine.engine.max_model_len
+        self._renders_tools: bool | None = None
+
+    def template_renders_tools(self) -> bool:
+        """Whether the model's chat template writes `tools` into the prompt itself."""
+        if self._renders_tools is None:
+            probe = "hanlin_probe_function"
+            tool = {"type": "function", "function": {"name": probe, "parameters": {}}}
+            try:
+                text = self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": "hi"}], tools=[tool], tokenize=False
+                )
+                self._renders_tools = probe in str(text)
+            except Exception:  # a template that fails on tools does not render them
+                self._renders_tools = False
+        return self._renders_tools
 
     # -- shared -------------------------------------------------------------------------------
 
@@ -295,12 +317,21 @@ class OpenAIServing:
 
     # -- chat -------------------------------------------------------------------------------------
 
-    def _chat_prompt(self, req: ChatCompletionRequest) -> list[int]:
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+    def _chat_prompt(self, req: ChatCompletionRequest) -> tuple[list[int], ToolPlan | None]:
+        plan = plan_tools(
+            req.tools, req.tool_choice, req.parallel_tool_calls, self.template_renders_tools()
+        )
+        messages = render_messages(
+            [{"role": m.role, "content": m.text(), **(m.model_extra or {})} for m in req.messages],
+            plan,
+        )
+        tools = None
+        if plan is not None and plan.in_template:
+            tools = [{"type": "function", "function": f} for f in plan.functions]
         try:
             ids = self.tokenizer.apply_chat_template(
                 messages,
-                tools=req.tools,
+                tools=tools,
                 add_generation_prompt=req.add_generation_prompt,
                 tokenize=True,
                 return_dict=False,
@@ -311,18 +342,23 @@ class OpenAIServing:
             ) from None
         if isinstance(ids, dict):
             ids = ids["input_ids"]
-        return [int(t) for t in ids]
+        prompt = [int(t) for t in ids]
+        if plan is not None and plan.prefix:
+            prompt += self.tokenizer.encode(plan.prefix, add_special_tokens=False)
+        return prompt, plan
 
-    def _start_chat(self, req: ChatCompletionRequest) -> tuple[list[int], list[RequestStream]]:
+    def _start_chat(
+        self, req: ChatCompletionRequest
+    ) -> tuple[list[int], list[RequestStream], ToolPlan | None]:
         self.check_model(req.model)
-        prompt = self._chat_prompt(req)
+        prompt, plan = self._chat_prompt(req)
         requested = req.max_completion_tokens if req.max_tokens is None else req.max_tokens
         if requested is None and len(prompt) >= self.max_model_len:
             requested = 1  # let the engine produce the standard too-long message
         max_tokens = self._default_max_tokens(prompt, requested)
         top = (req.top_logprobs or 0) if req.logprobs else None
         params = [self._params(req, max_tokens, top, None, j) for j in range(req.n)]
-        return prompt, self._submit([prompt] * req.n, params)
+        return prompt, self._submit([prompt] * req.n, params), plan
 
     def _chat_logprobs(self, tokens: list[int], lps: list[Logprob]) -> ChatLogprobs:
         content = []
@@ -345,7 +381,7 @@ class OpenAIServing:
 
     async def chat(self, req: ChatCompletionRequest) -> ChatCompletionResponse:
         """A whole (non-streamed) chat completion."""
-        prompt, streams = self._start_chat(req)
+        prompt, streams, plan = self._start_chat(req)
         choices = [_Choice() for _ in streams]
         async for i, out in merge(streams):
             _accumulate(choices[i], out)
@@ -354,25 +390,31 @@ class OpenAIServing:
             choices=[
                 ChatChoice(
                     index=i,
-                    message=ChatResponseMessage(content=c.text),
+                    message=message,
                     logprobs=self._chat_logprobs(c.token_ids, c.logprobs) if req.logprobs else None,
-                    finish_reason=c.finish_reason,
+                    finish_reason=finish,
                 )
                 for i, c in enumerate(choices)
+                for message, finish in [assistant_message(c.text, c.finish_reason, plan)]
             ],
             usage=_usage([("", prompt)], choices),
         )
 
     async def chat_stream(self, req: ChatCompletionRequest) -> AsyncIterator[str]:
         """SSE chunks of a chat completion (validation errors raise before the first chunk)."""
-        prompt, streams = self._start_chat(req)
-        return self._chat_events(req, prompt, streams)
+        prompt, streams, plan = self._start_chat(req)
+        return self._chat_events(req, prompt, streams, plan)
 
     async def _chat_events(
-        self, req: ChatCompletionRequest, prompt: list[int], streams: list[RequestStream]
+        self,
+        req: ChatCompletionRequest,
+        prompt: list[int],
+        streams: list[RequestStream],
+        plan: ToolPlan | None,
     ) -> AsyncIterator[str]:
         rid = ChatCompletionResponse(model="", choices=[], usage=UsageInfo()).id
         choices = [_Choice() for _ in streams]
+        filters = [ContentFilter(plan) if plan else None for _ in streams]
         try:
             for i in range(len(streams)):
                 first = ChatCompletionChunk(
@@ -385,15 +427,24 @@ class OpenAIServing:
                 yield sse(first.model_dump(exclude_none=True))
             async for i, out in merge(streams):
                 _accumulate(choices[i], out)
-                if not out.text and not out.finished:
+                text, calls, finish = out.text, None, out.finish_reason
+                if (f := filters[i]) is not None:
+                    text = f.feed(out.text)
+                    if out.finished:
+                        rest, found = f.finish()
+                        text += rest
+                        if found:
+                            calls = [DeltaToolCall(index=k, **c) for k, c in enumerate(found)]
+                            finish = "tool_calls"
+                if not text and not calls and not out.finished:
                     continue
                 choice = ChatChunkChoice(
                     index=i,
-                    delta=DeltaMessage(content=out.text or None),
+                    delta=DeltaMessage(content=text or None, tool_calls=calls),
                     logprobs=self._chat_logprobs(out.token_ids, out.logprobs)
                     if req.logprobs
                     else None,
-                    finish_reason=out.finish_reason,
+                    finish_reason=finish,
                 )
                 chunk = ChatCompletionChunk(id=rid, model=self.model_name, choices=[choice])
                 yield sse(chunk.model_dump(exclude_none=True) | _null_finish(choice))
