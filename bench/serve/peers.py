@@ -186,6 +186,8 @@ def llama_cpp_command(python: Path, port: int, threads: int, n_ctx: int) -> list
         str(python), "-m", "llama_cpp.server", "--model", str(smollm2_gguf()),
         "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads),
         "--n_threads_batch", str(threads), "--n_ctx", str(n_ctx), "--model_alias", "m",
+        # By default a new request cancels the one streaming: queue them instead.
+        "--interrupt_requests", "False",
     ]  # fmt: skip
 
 

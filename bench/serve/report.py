@@ -39,23 +39,33 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
 
 
-def goals(table: Table, high: int = 16, low: int = 1) -> list[Goal]:
+def goals(
+    table: Table, high: int = 16, low: int = 1, requested: set[str] | None = None
+) -> list[Goal]:
     """The issue's goals for every Hanlin variant in the table.
 
     At `high` clients: output tok/s >= 4x naive HF, >= 2.5x llama.cpp, >= 1x vLLM,
     and TTFT p50 no worse than naive HF. At `low` clients the int4 variant's
-    output tok/s >= 1x llama.cpp.
+    output tok/s >= 1x llama.cpp. Peers not in `requested` (default: all) are
+    left out; a requested peer that did not run gives an unmeasured (NaN) goal.
     """
     hanlins = sorted({s for s, _ in table if s == "hanlin" or s.startswith("hanlin-")})
+
+    def wanted(peer: str) -> bool:
+        return requested is None or peer in requested
+
     out = []
     for h in hanlins:
         tok = _get(table, h, high, "tok_s")
         for peer, target in (("naive-hf", 4.0), ("llama-cpp", 2.5), ("vllm", 1.0)):
-            value = _ratio(tok, _get(table, peer, high, "tok_s"))
-            out.append(Goal(f"{h} / {peer} output tok/s @{high}", value, target))
-        ttft = _ratio(_get(table, h, high, "ttft_p50"), _get(table, "naive-hf", high, "ttft_p50"))
-        out.append(Goal(f"{h} / naive-hf TTFT p50 @{high}", ttft, 1.0, lower_better=True))
-    if "hanlin-int4" in hanlins:
+            if wanted(peer):
+                value = _ratio(tok, _get(table, peer, high, "tok_s"))
+                out.append(Goal(f"{h} / {peer} output tok/s @{high}", value, target))
+        if wanted("naive-hf"):
+            naive = _get(table, "naive-hf", high, "ttft_p50")
+            ttft = _ratio(_get(table, h, high, "ttft_p50"), naive)
+            out.append(Goal(f"{h} / naive-hf TTFT p50 @{high}", ttft, 1.0, lower_better=True))
+    if "hanlin-int4" in hanlins and wanted("llama-cpp"):
         value = _ratio(
             _get(table, "hanlin-int4", low, "tok_s"), _get(table, "llama-cpp", low, "tok_s")
         )

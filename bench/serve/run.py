@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 table[(name, clients)] = row
     high, low = max(args.levels), min(args.levels)
-    goal_list = report.goals(table, high=high, low=low)
+    goal_list = report.goals(table, high=high, low=low, requested=set(args.names))
     print()
     print(report.render(table, skipped, goal_list))
     load = os.getloadavg()[0]

@@ -83,6 +83,13 @@ def test_goals_are_ratios_within_the_run() -> None:
     assert by_name["hanlin / naive-hf TTFT p50 @16"].met is True
     assert by_name["hanlin-int4 / naive-hf TTFT p50 @16"].met is False
     assert by_name["hanlin-int4 / llama-cpp output tok/s @1"].value == pytest.approx(70 / 60)
+    only = report.goals(table, high=16, low=1, requested={"hanlin", "naive-hf"})
+    assert [g.name for g in only] == [
+        "hanlin / naive-hf output tok/s @16",
+        "hanlin / naive-hf TTFT p50 @16",
+        "hanlin-int4 / naive-hf output tok/s @16",
+        "hanlin-int4 / naive-hf TTFT p50 @16",
+    ]
     text = report.render(table, {"vllm": "did not run: no wheel"}, list(by_name.values()))
     assert "vllm          did not run: no wheel" in text
     assert "NOT met" in text and "n/a" in text
