@@ -72,6 +72,9 @@ def run_operator(settings: OperatorSettings) -> None:
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300
         settings.peering.clusterwide = operator_settings.namespace is None
+        # Watching one namespace, kopf needs no namespace listing or CRD watch; without
+        # them a namespaced install (a Role only, rbac.scope=namespace) works with no 403.
+        settings.scanning.disabled = operator_settings.namespace is not None
 
     operator_settings = settings
     if settings.metrics_port:

@@ -114,7 +114,13 @@ def namespace(k8s: K8s) -> Iterator[str]:
 
 
 def test_lint_strict(k8s: K8s) -> None:
-    for extra in ([], ["--set", "monitoring.enabled=true"], VALUE_SETS["namespaced-external"]):
+    namespaced_rbac = ["--set", "rbac.scope=namespace", "--set", "operator.watchNamespace=team-a"]
+    for extra in (
+        [],
+        ["--set", "monitoring.enabled=true"],
+        VALUE_SETS["namespaced-external"],
+        namespaced_rbac,
+    ):
         result = helm(k8s, "lint", "--strict", "--kube-version", K8S_VERSION, str(CHART), *extra)
         assert "0 chart(s) failed" in result.stdout, result.stdout
 
