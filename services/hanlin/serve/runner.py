@@ -45,7 +45,10 @@ class ModelRunner:
 
     def _attention_batch(self, s: StepInputs) -> AttentionBatch:
         width = s.decode_slots.shape[1] if s.decode_slots.ndim == 2 else 0
-        mask = torch.arange(width)[None, :] < s.decode_lens[:, None]
+        mask: torch.Tensor | None = None
+        if s.decode_lens.numel() and bool((s.decode_lens != width).any()):
+            # Padded contexts need a mask; equal lengths (always so at batch 1) need none.
+            mask = (torch.arange(width)[None, :] < s.decode_lens[:, None])[:, None, None, :]
         prefills: list[tuple[int, int, torch.Tensor, torch.Tensor | None]] = []
         for start, rows, slots in s.prefills:
             ctx = slots.numel()
@@ -59,8 +62,9 @@ class ModelRunner:
             slot_mapping=s.slot_mapping,
             decode_rows=s.decode_rows,
             decode_slots=s.decode_slots,
-            decode_mask=mask[:, None, None, :],
+            decode_mask=mask,
             prefills=prefills,
+            all_decode=not prefills and s.decode_rows.numel() == s.input_ids.numel(),
         )
 
     @torch.inference_mode()
