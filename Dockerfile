@@ -4,6 +4,7 @@
 #   --target operator   the kopf operator and the CLI; the base install, no torch
 #   --target runtime    the workloads (train / eval / serve / agent); torch for CPU
 #                       by default, CUDA with --build-arg TORCH_INDEX_URL=<a CUDA wheel index>
+#                       (or https://pypi.org/simple, whose Linux torch is the CUDA build)
 #
 # Both run as an unprivileged user and work with a read-only root filesystem:
 # everything written at run time goes to /tmp and /cache, which the Helm chart and
@@ -40,28 +41,38 @@ RUN groupadd --system --gid 10001 hanlin \
  && chmod 1777 /cache
 
 # ---------------------------------------------------------------------------
-# build-operator: a virtual environment with the base install (no torch).
-FROM base AS build-operator
+# build-deps: a virtual environment with the base install's dependencies (no torch).
+FROM base AS build-deps
 # Constraints for the resolver, one requirement per word. botocore (boto3) needs
 # python-dateutil<3 while the newest kubernetes client wants >=3: stated up front, pip
 # picks a kubernetes release that fits instead of backtracking through every botocore.
 # scripts/build-image.sh passes the versions the test suite ran with.
 ARG PIP_CONSTRAINTS="python-dateutil<3"
-ENV PIP_NO_CACHE_DIR=1 \
+# pip's cache is a build cache mount, never a layer (a builder may give the host's
+# cache as a volume at /var/cache/pip). Where responses are not cacheable (a proxy
+# that strips caching headers), the layer order below is what saves downloads: the
+# dependencies' layers depend on pyproject.toml alone.
+ENV PIP_CACHE_DIR=/var/cache/pip \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_CONSTRAINT=/tmp/constraints.txt
 WORKDIR /src
 # Dependencies first, from pyproject.toml alone, so a source change reuses this layer
 # (a current pip: the one a base image ships can backtrack for a long time here).
 COPY pyproject.toml README.md ./
-RUN printf '%s\n' ${PIP_CONSTRAINTS} > /tmp/constraints.txt \
+RUN --mount=type=cache,id=hanlin-pip,target=/var/cache/pip,sharing=locked \
+    printf '%s\n' ${PIP_CONSTRAINTS} > /tmp/constraints.txt \
  && python3 -m venv /opt/hanlin \
  && /opt/hanlin/bin/pip install --upgrade pip \
  && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
  && /opt/hanlin/bin/pip install --compile -r /tmp/requirements.txt
+
+# ---------------------------------------------------------------------------
+# build-operator: Hanlin itself on the base install.
+FROM build-deps AS build-operator
 COPY operator ./operator
 COPY services ./services
-RUN /opt/hanlin/bin/pip install --compile --no-deps . \
+RUN --mount=type=cache,id=hanlin-pip,target=/var/cache/pip,sharing=locked \
+    /opt/hanlin/bin/pip install --compile --no-deps . \
  && /opt/hanlin/bin/hanlin --help >/dev/null
 
 # ---------------------------------------------------------------------------
@@ -85,14 +96,28 @@ ENTRYPOINT ["hanlin"]
 CMD ["operator", "run"]
 
 # ---------------------------------------------------------------------------
-# build-runtime: torch first, from the chosen wheel index (PyPI's default Linux
-# wheel carries CUDA; the CPU index keeps the image a fraction of the size), then
-# the workloads' extras.
-FROM build-operator AS build-runtime
+# build-runtime-deps: torch first, from the chosen wheel index, then the rest of the
+# `runtime` extra, from pyproject.toml alone (a source change reuses this large layer).
+# The default is PyTorch's CPU index: PyPI's Linux wheel is the CUDA build (several GB
+# of nvidia-* libraries); a CUDA index (https://download.pytorch.org/whl/cu128) or
+# PyPI itself (https://pypi.org/simple) give a GPU-capable image.
+FROM build-deps AS build-runtime-deps
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN /opt/hanlin/bin/pip install --compile --index-url "${TORCH_INDEX_URL}" torch \
- && /opt/hanlin/bin/pip install --compile ".[runtime]" \
+RUN --mount=type=cache,id=hanlin-pip,target=/var/cache/pip,sharing=locked \
+    /opt/hanlin/bin/pip install --compile --index-url "${TORCH_INDEX_URL}" torch \
+ && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["runtime"]))' > /tmp/runtime-requirements.txt \
+ && /opt/hanlin/bin/pip install --compile -r /tmp/runtime-requirements.txt \
  && /opt/hanlin/bin/python -c "import torch, transformers, peft"
+
+# ---------------------------------------------------------------------------
+# build-runtime: Hanlin itself on the workloads' dependencies.
+FROM build-runtime-deps AS build-runtime
+COPY operator ./operator
+COPY services ./services
+RUN --mount=type=cache,id=hanlin-pip,target=/var/cache/pip,sharing=locked \
+    /opt/hanlin/bin/pip install --compile --no-deps . \
+ && /opt/hanlin/bin/pip check \
+ && /opt/hanlin/bin/hanlin train --help >/dev/null
 
 # ---------------------------------------------------------------------------
 # runtime: the image the operator's workload pods run.

@@ -14,9 +14,17 @@
 # The local base trusts the same extra CAs as this host (a TLS-inspecting proxy is
 # common in CI) and points pip at the system bundle; the Dockerfile does not.
 #
+# TORCH_INDEX_URL (the runtime target's torch wheel index) defaults to the
+# Dockerfile's (PyTorch's CPU index); set it to https://pypi.org/simple where only
+# PyPI is reachable (its Linux torch is the CUDA build: a GPU-capable, larger image).
+# This host's pip cache is the build's pip cache (a volume), so wheels downloaded
+# once are not downloaded again; HANLIN_PIP_CACHE=none builds without it.
+#
 # Containers here run with the chroot isolation (build) and runc with cgroupfs
-# (run): crun refuses hybrid cgroup hosts, and the vfs storage driver works
-# where overlay-on-overlay does not.
+# (run): crun refuses hybrid cgroup hosts. The storage driver is overlay where
+# the kernel allows it and the store is not already vfs, else vfs (which works
+# where overlay-on-overlay does not, but copies every layer whole: a runtime
+# image with CUDA torch then needs tens of GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +33,11 @@ SUITE="${HANLIN_BASE_SUITE:-bookworm}"
 TAG="${HANLIN_IMAGE_TAG:-dev}"
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(operator)
-export STORAGE_DRIVER="${STORAGE_DRIVER:-vfs}"
+if [ -z "${STORAGE_DRIVER:-}" ]; then
+  STORAGE_DRIVER=vfs
+  podman --storage-driver overlay images >/dev/null 2>&1 && STORAGE_DRIVER=overlay
+fi
+export STORAGE_DRIVER
 BUILDAH=(buildah --storage-driver "$STORAGE_DRIVER")
 PODMAN=(podman --storage-driver "$STORAGE_DRIVER" --runtime runc --cgroup-manager cgroupfs)
 t_start=$(date +%s)
@@ -90,7 +102,8 @@ constraints=$(python3 - <<'PY'
 import re, tomllib
 from importlib import metadata
 out = ["python-dateutil<3"]
-for req in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]:
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+for req in project["dependencies"] + project["optional-dependencies"]["runtime"]:
     name = re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0]
     try:
         out.append(f"{name}=={metadata.version(name)}")
@@ -100,7 +113,14 @@ print(" ".join(out))
 PY
 )
 BASE="${BASE_IMAGE:-$(base_image)}"
-echo "image: base $BASE"
+echo "image: base $BASE (storage driver $STORAGE_DRIVER)"
+extra=()
+[ -z "${TORCH_INDEX_URL:-}" ] || extra+=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL")
+pip_cache="${HANLIN_PIP_CACHE:-$(python3 -m pip cache dir 2>/dev/null || true)}"
+if [ -n "$pip_cache" ] && [ "$pip_cache" != none ]; then
+  mkdir -p "$pip_cache"
+  extra+=(--volume "$pip_cache:/var/cache/pip")
+fi
 for target in "${targets[@]}"; do
   t0=$(date +%s)
   "${BUILDAH[@]}" bud --isolation chroot --network host --layers \
@@ -108,16 +128,23 @@ for target in "${targets[@]}"; do
     --build-arg "VERSION=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')" \
     --build-arg "REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
     --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-    --target "$target" -t "localhost/hanlin-$target:$TAG" -f Dockerfile . >"${TMPDIR:-/tmp}/hanlin-build-$target.log" 2>&1 ||
+    "${extra[@]}" --target "$target" -t "localhost/hanlin-$target:$TAG" -f Dockerfile . >"${TMPDIR:-/tmp}/hanlin-build-$target.log" 2>&1 ||
     { tail -n 40 "${TMPDIR:-/tmp}/hanlin-build-$target.log" >&2; exit 1; }
-  echo "image: built localhost/hanlin-$target:$TAG in $(( $(date +%s) - t0 ))s"
-  # Run it as Kubernetes would: read-only root, its own uid, no network.
-  run=("${PODMAN[@]}" run --rm --read-only --network none
-    --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096
-    "localhost/hanlin-$target:$TAG")
+  size=$("${BUILDAH[@]}" inspect --type image --format '{{.Size}}' "localhost/hanlin-$target:$TAG" 2>/dev/null ||
+    "${PODMAN[@]}" image inspect --format '{{.Size}}' "localhost/hanlin-$target:$TAG")
+  echo "image: built localhost/hanlin-$target:$TAG in $(( $(date +%s) - t0 ))s, $(( size / 1000000 )) MB"
+  # Run it as Kubernetes would: read-only root, its own uid, no network, the chart's
+  # writable emptyDirs as tmpfs.
+  opts=(run --rm --read-only --network none --tmpfs /tmp --tmpfs /cache
+    --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
+  run=("${PODMAN[@]}" "${opts[@]}" "localhost/hanlin-$target:$TAG")
   "${run[@]}" --help >/dev/null
   if [ "$target" = operator ]; then "${run[@]}" operator run --help >/dev/null; fi
-  if [ "$target" = runtime ]; then "${run[@]}" train --help >/dev/null; fi
+  if [ "$target" = runtime ]; then
+    "${run[@]}" train --help >/dev/null
+    "${PODMAN[@]}" "${opts[@]}" --entrypoint python "localhost/hanlin-$target:$TAG" -c \
+      'import os, torch, transformers; assert os.getuid() != 0, "runs as root"; print(f"image: torch {torch.__version__}, transformers {transformers.__version__}, uid {os.getuid()}")'
+  fi
   echo "image: localhost/hanlin-$target:$TAG runs with a read-only root filesystem"
 done
 echo "image: done in $(( $(date +%s) - t_start ))s"
