@@ -82,10 +82,11 @@ def render(table: Table, skipped: dict[str, str], goal_list: list[Goal]) -> str:
     lines = [head]
     for (name, clients), m in table.items():
         ratio = _ratio(m["tok_s"], _get(table, "naive-hf", clients, "tok_s"))
+        vs = "-" if math.isnan(ratio) else f"{ratio:.2f}x"
         lines.append(
             f"{name:<13}{clients:>8}{int(m['requests']):>6}{m['req_s']:>8.2f}{m['tok_s']:>8.1f}"
             f"{m['ttft_p50']:>10.3f}{m['ttft_p99']:>10.3f}{m['tpot_p50']:>10.4f}"
-            f"{m['tpot_p99']:>10.4f}{ratio:>9.2f}x{int(m['token_mismatches']):>9}"
+            f"{m['tpot_p99']:>10.4f}{vs:>10}{int(m['token_mismatches']):>9}"
         )
     for name, reason in skipped.items():
         lines.append(f"{name:<13} {reason}")

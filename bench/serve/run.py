@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import os
@@ -60,6 +61,7 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
+@functools.cache
 def _hanlin_has_dtype() -> bool:
     """Whether this checkout's `hanlin serve` takes --dtype (added alongside bf16 kernels)."""
     out = subprocess.run(
@@ -150,7 +152,7 @@ def measure(name: str, server: Server, args: argparse.Namespace, url: str) -> di
         except TimeoutError:
             rows[clients] = f"did not finish {n} requests within {args.level_timeout:.0f} s"
             break
-        except (httpx.HTTPError, RuntimeError) as e:
+        except (httpx.HTTPError, RuntimeError, ValueError) as e:
             rows[clients] = f"requests failed: {e}"
             break
         print(name, clients, json.dumps(rows[clients]), flush=True)
@@ -229,13 +231,13 @@ def main(argv: list[str] | None = None) -> None:
                 server, url, args.log_dir / f"bench-serve-{name}.log", args.startup_timeout
             )
             startup[name] = time.monotonic() - t0
-        except peers.PeerUnavailable as e:
+        except (peers.PeerUnavailable, OSError, subprocess.SubprocessError) as e:
             skipped[name] = f"did not run: {str(e).strip()[:400]}"
             print(name, skipped[name], flush=True)
             continue
         try:
             rows = measure(name, server, args, url)
-        except (httpx.HTTPError, RuntimeError, TimeoutError) as e:
+        except (httpx.HTTPError, RuntimeError, ValueError, TimeoutError) as e:
             rows = {0: f"warm-up failed: {e}"}
         finally:
             stop(proc)
