@@ -19,6 +19,12 @@ trains normally while the base stays quantized. It exposes `in_features`,
 `QuantLinear.weight` returns the dequantized fp32 weight (read-only view for
 code that inspects shapes or merges adapters).
 
+Serving calls `QuantLinear.pack_for_cpu()`: bf16 inputs on the CPU then run
+torch's fused weight-only kernels (``_weight_int4pack_mm_for_cpu``,
+``_weight_int8pack_mm``), which read the weight once at 4/8 bits instead of
+dequantizing it every call (int4 there uses ``w = (q - 8) * scale + zero``,
+``zero = min + 8 * scale``, bf16 scale and zero).
+
 - int8: symmetric, one fp32 scale per output row: ``w = q * scale``.
 - int4: asymmetric per group of `group_size` input columns, two 4-bit codes per
   byte, fp16 scale and minimum per group: ``w = q * scale + min``.

@@ -129,7 +129,7 @@ class QuantLinear(nn.Module):
             self.bias.copy_(bias.detach())
 
     @torch.no_grad()
-    def pack_for_cpu(self) -> bool:
+    def pack_for_cpu(self, drop_reference: bool = False) -> bool:
         """Build the layout of torch's CPU int4/int8 kernels; return whether it was built.
 
         After this, a bf16 input on the CPU runs the fused kernel (the weight is read
@@ -137,7 +137,10 @@ class QuantLinear(nn.Module):
         int4 uses the kernel's convention ``w = (q - 8) * scale + zero`` with bf16
         scale and zero, so ``zero = min + 8 * scale`` rounded to bf16; int8 rounds the
         per-row scale to bf16. Both roundings are far below one quantization step.
-        Other inputs (fp32, CUDA, autograd) keep the dequantizing path.
+        Other inputs (fp32, CUDA, autograd) keep the dequantizing path, unless
+        `drop_reference` freed the int4 codes in their reference layout (a server
+        that only ever computes in bf16 keeps one copy): then they are cast to bf16
+        for the kernel, and `dequantize`/`weight`/`state_dict` are unavailable.
         """
         if not cpu_kernels_available() or self.qweight.device.type != "cpu":
             return False
@@ -154,7 +157,16 @@ class QuantLinear(nn.Module):
         # [groups, out_features, 2]: the kernel's scales-and-zeros layout.
         self.packed_scales = torch.stack((scale.t(), zero.t()), dim=-1).to(torch.bfloat16)
         self.packed_scales = self.packed_scales.contiguous()
+        if drop_reference:
+            self.qweight = torch.zeros(0, dtype=torch.uint8)
+            self.scales = torch.zeros(0, dtype=self.scales.dtype)
+            self.zeros = torch.zeros(0, dtype=self.zeros.dtype)
         return True
+
+    @property
+    def reference_dropped(self) -> bool:
+        """Whether `pack_for_cpu(drop_reference=True)` freed the reference int4 codes."""
+        return self.qweight.numel() == 0
 
     @property
     def packed_for_cpu(self) -> bool:
@@ -180,6 +192,8 @@ class QuantLinear(nn.Module):
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight as a dense tensor of `dtype`."""
+        if self.reference_dropped:
+            raise RuntimeError("this QuantLinear keeps only the CPU kernel layout (packed)")
         if self.bits == 8:
             return self.qweight.to(dtype) * self.scales.to(dtype)[:, None]
         q = self._codes()
@@ -199,6 +213,8 @@ class QuantLinear(nn.Module):
             and not (x.requires_grad and torch.is_grad_enabled())
         ):
             return self._kernel_forward(x)
+        if self.reference_dropped:
+            return self._kernel_forward(x.to(torch.bfloat16)).to(x.dtype)
         if self.bits == 8:
             # Scale after the matmul: one multiply per output instead of per weight.
             y = F.linear(x, self.qweight.to(x.dtype)) * self.scales.to(x.dtype)

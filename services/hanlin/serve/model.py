@@ -331,14 +331,15 @@ def load_model(
     _fill(model, cfg, tp, state)
     del state
     if quantization and quantization != "none":
-        _quantize(model, quantization)
+        # bf16 activations always take the packed kernels: one copy of the codes suffices.
+        _quantize(model, quantization, drop_reference=dtype == torch.bfloat16)
     _cast(model, dtype)
     model.set_rope_tables(dtype)
     model.requires_grad_(False)
     return model.eval()
 
 
-def _quantize(model: LlamaModel, quantization: str) -> None:
+def _quantize(model: LlamaModel, quantization: str, drop_reference: bool) -> None:
     """Quantize every linear layer and the output head from the fp32 weights."""
     from hanlin.quant import QuantLinear, quantize_model
 
@@ -358,7 +359,7 @@ def _quantize(model: LlamaModel, quantization: str) -> None:
         model.head = None
     for module in model.modules():
         if isinstance(module, QuantLinear):
-            module.pack_for_cpu()
+            module.pack_for_cpu(drop_reference=drop_reference)
 
 
 def _cast(model: LlamaModel, dtype: torch.dtype) -> None:

@@ -79,3 +79,36 @@ def test_quantize_model_replaces_linears_and_keeps_head() -> None:
     assert isinstance(model.body[0], QuantLinear) and isinstance(model.body[2], QuantLinear)
     assert isinstance(model.lm_head, nn.Linear)
     assert quantized_bytes(model) < before
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_cpu_kernel_matches_the_reference_dequantization(bits: int) -> None:
+    # The int4 kernel's convention is w = (q - 8) * scale + zero: a wrong zero point
+    # shifts every weight by 8 steps and fails this by far.
+    torch.manual_seed(2)
+    q = QuantLinear.from_linear(nn.Linear(256, 192, bias=True), bits=bits, group_size=32)
+    x = torch.randn(5, 256).bfloat16()
+    reference = q(x.float())
+    assert q.pack_for_cpu()
+    assert q.packed_for_cpu and q.read_bytes() < quantized_bytes(q)
+    fast = q(x)
+    assert fast.dtype == torch.bfloat16
+    assert _rel_err(fast.float(), reference) < 0.01
+    # A 3-d input is flattened for the kernel and reshaped back.
+    assert torch.equal(q(x.reshape(5, 1, 256)).reshape(5, 192), fast)
+    # fp32 inputs still take the exact reference path.
+    assert torch.equal(q(x.float()), reference)
+
+
+def test_dropping_the_reference_layout_keeps_one_copy() -> None:
+    torch.manual_seed(3)
+    q = QuantLinear.from_linear(nn.Linear(128, 64, bias=False), bits=4, group_size=32)
+    x = torch.randn(2, 128)
+    reference = q(x)
+    q.pack_for_cpu(drop_reference=True)
+    # Only the kernel layout remains: what the layer holds is what a forward reads.
+    assert q.reference_dropped and quantized_bytes(q) == q.read_bytes()
+    # Other dtypes go through the kernel in bf16.
+    assert _rel_err(q(x), reference) < 0.01
+    with pytest.raises(RuntimeError, match="packed"):
+        q.dequantize()
