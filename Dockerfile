@@ -67,33 +67,18 @@ RUN --mount=type=cache,id=hanlin-pip,target=/var/cache/pip,sharing=locked \
  && /opt/hanlin/bin/pip install --compile -r /tmp/requirements.txt
 
 # ---------------------------------------------------------------------------
-# build-operator: Hanlin itself on the base install.
+# build-operator: Hanlin itself, on the base install. Hanlin goes to its own directory
+# (/opt/hanlin-app, on PYTHONPATH) so that the final images copy the dependencies and
+# Hanlin as separate layers: a source change rebuilds and ships megabytes, not the
+# dependencies' gigabytes.
 FROM build-deps AS build-operator
+ENV PATH=/opt/hanlin-app/bin:${PATH} \
+    PYTHONPATH=/opt/hanlin-app
 COPY operator ./operator
 COPY services ./services
 RUN --mount=type=cache,id=hanlin-pip,target=/var/cache/pip,sharing=locked \
-    /opt/hanlin/bin/pip install --compile --no-deps . \
- && /opt/hanlin/bin/hanlin --help >/dev/null
-
-# ---------------------------------------------------------------------------
-# operator: the image the Helm chart runs.
-FROM base AS operator
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG CREATED=unknown
-LABEL org.opencontainers.image.title="hanlin-operator" \
-      org.opencontainers.image.description="Hanlin: the Kubernetes operator for training, evaluating, serving and running agents on LLMs" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.vendor="Hanlin"
-COPY --from=build-operator /opt/hanlin /opt/hanlin
-USER 10001:10001
-WORKDIR /tmp
-EXPOSE 8080
-ENTRYPOINT ["hanlin"]
-CMD ["operator", "run"]
+    /opt/hanlin/bin/pip install --compile --no-deps --target /opt/hanlin-app . \
+ && hanlin --help >/dev/null
 
 # ---------------------------------------------------------------------------
 # build-runtime-deps: torch first, from the chosen wheel index, then the rest of the
@@ -110,18 +95,51 @@ RUN --mount=type=cache,id=hanlin-pip,target=/var/cache/pip,sharing=locked \
  && /opt/hanlin/bin/python -c "import torch, transformers, peft"
 
 # ---------------------------------------------------------------------------
-# build-runtime: Hanlin itself on the workloads' dependencies.
+# build-runtime: Hanlin itself, on the workloads' dependencies (as in build-operator).
 FROM build-runtime-deps AS build-runtime
+ENV PATH=/opt/hanlin-app/bin:${PATH} \
+    PYTHONPATH=/opt/hanlin-app
 COPY operator ./operator
 COPY services ./services
 RUN --mount=type=cache,id=hanlin-pip,target=/var/cache/pip,sharing=locked \
-    /opt/hanlin/bin/pip install --compile --no-deps . \
+    /opt/hanlin/bin/pip install --compile --no-deps --target /opt/hanlin-app . \
  && /opt/hanlin/bin/pip check \
- && /opt/hanlin/bin/hanlin train --help >/dev/null
+ && hanlin train --help >/dev/null
+
+# ---------------------------------------------------------------------------
+# operator: the image the Helm chart runs. The final images come after every build
+# stage: buildah keys a cached ARG step on the build arguments declared before it, and
+# CREATED (new every build) must not reach the dependency stages.
+FROM base AS operator
+ENV PATH=/opt/hanlin-app/bin:${PATH} \
+    PYTHONPATH=/opt/hanlin-app
+COPY --from=build-deps /opt/hanlin /opt/hanlin
+COPY --from=build-operator /opt/hanlin-app /opt/hanlin-app
+# Labels after the copies: CREATED changes every build and would invalidate them.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="hanlin-operator" \
+      org.opencontainers.image.description="Hanlin: the Kubernetes operator for training, evaluating, serving and running agents on LLMs" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.vendor="Hanlin"
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8080
+ENTRYPOINT ["hanlin"]
+CMD ["operator", "run"]
 
 # ---------------------------------------------------------------------------
 # runtime: the image the operator's workload pods run.
 FROM base AS runtime
+ENV PATH=/opt/hanlin-app/bin:${PATH} \
+    PYTHONPATH=/opt/hanlin-app
+COPY --from=build-runtime-deps /opt/hanlin /opt/hanlin
+COPY --from=build-runtime /opt/hanlin-app /opt/hanlin-app
+# Labels after the copies: CREATED changes every build and would invalidate them.
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
@@ -132,7 +150,6 @@ LABEL org.opencontainers.image.title="hanlin-runtime" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.vendor="Hanlin"
-COPY --from=build-runtime /opt/hanlin /opt/hanlin
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8000 8001 9090
