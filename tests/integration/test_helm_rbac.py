@@ -44,7 +44,7 @@ RELEASE = "rbac"
 
 # resource -> verbs, as `kubectl auth can-i --list` prints them.
 EXPECTED: dict[str, set[str]] = {
-    **{f"{p}.hanlin.dev": {"get", "list", "watch", "patch"} for p in
+    **{f"{p}.hanlin.dev": {"get", "list", "watch"} for p in
        ("trainingjobs", "evalruns", "modeldeployments", "agentservices")},
     **{f"{p}.hanlin.dev/status": {"patch"} for p in
        ("trainingjobs", "evalruns", "modeldeployments", "agentservices")},

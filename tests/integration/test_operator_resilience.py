@@ -212,12 +212,16 @@ def test_permanent_error_shows_in_condition_and_event_and_metrics(
         )
         cond = next(c for c in st["conditions"] if c["type"] == "Reconciled")
         assert cond["status"] == "False" and cond["reason"] == "PermanentError"
-        events = (
-            client.CoreV1Api(k8s.api)
-            .list_namespaced_event(ns, field_selector="involvedObject.name=bad")
-            .items
+        # The event is posted right after the status patch: wait for it rather than race it.
+        wait_for(
+            lambda: any(
+                e.reason == "PermanentError" and e.type == "Warning"
+                for e in client.CoreV1Api(k8s.api)
+                .list_namespaced_event(ns, field_selector="involvedObject.name=bad")
+                .items
+            ),
+            what="a PermanentError Warning event",
         )
-        assert any(e.reason == "PermanentError" and e.type == "Warning" for e in events)
         failed_line = 'hanlin_operator_resources{kind="TrainingJob",phase="Failed"} 1.0'
         text = wait_for(
             lambda: (
