@@ -40,13 +40,13 @@ def _ratio(a: float, b: float) -> float:
 
 
 def goals(
-    table: Table, high: int = 16, low: int = 1, requested: set[str] | None = None
+    table: Table, high: int = 16, low: int | None = 1, requested: set[str] | None = None
 ) -> list[Goal]:
     """The issue's goals for every Hanlin variant in the table.
 
     At `high` clients: output tok/s >= 4x naive HF, >= 2.5x llama.cpp, >= 1x vLLM,
     and TTFT p50 no worse than naive HF. At `low` clients the int4 variant's
-    output tok/s >= 1x llama.cpp. Peers not in `requested` (default: all) are
+    output tok/s >= 1x llama.cpp (skipped when low is None). Peers not in `requested` (default: all) are
     left out; a requested peer that did not run gives an unmeasured (NaN) goal.
     """
     hanlins = sorted({s for s, _ in table if s == "hanlin" or s.startswith("hanlin-")})
@@ -65,7 +65,7 @@ def goals(
             naive = _get(table, "naive-hf", high, "ttft_p50")
             ttft = _ratio(_get(table, h, high, "ttft_p50"), naive)
             out.append(Goal(f"{h} / naive-hf TTFT p50 @{high}", ttft, 1.0, lower_better=True))
-    if "hanlin-int4" in hanlins and wanted("llama-cpp"):
+    if low is not None and "hanlin-int4" in hanlins and wanted("llama-cpp"):
         value = _ratio(
             _get(table, "hanlin-int4", low, "tok_s"), _get(table, "llama-cpp", low, "tok_s")
         )
