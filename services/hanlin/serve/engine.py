@@ -165,39 +165,43 @@ class Engine:
         positions: list[int] = []
         slots: list[int] = []
         decode_rows: list[int] = []
-        decode_ctx: list[list[int]] = []
+        decode_tables: list[list[int]] = []
+        decode_lens: list[int] = []
         prefills: list[tuple[int, int, torch.Tensor]] = []
         logit_rows: list[int] = []
         logit_owner: list[int] = []  # index into work for each logit row
         for i, (seq, n) in enumerate(work):
             start = len(ids)
-            all_ids = seq.all_ids
             lo, hi = seq.num_computed, seq.num_computed + n
-            ids.extend(all_ids[lo:hi])
+            ids.extend(_token_slice(seq, lo, hi))
             positions.extend(range(lo, hi))
             table = seq.blocks
-            ctx_slots = [table[p // bs] * bs + p % bs for p in range(hi)]
-            slots.extend(ctx_slots[lo:hi])
             if n == 1 and lo > 0:
+                # A decode token: its one slot here; the context slots come from the
+                # block tables below, for all decode sequences at once.
+                slots.append(table[lo // bs] * bs + lo % bs)
                 decode_rows.append(start)
-                decode_ctx.append(ctx_slots)
+                decode_tables.append(table)
+                decode_lens.append(hi)
             else:
-                prefills.append((start, n, torch.tensor(ctx_slots, dtype=torch.long)))
+                ctx = _table_slots([table], bs)[0, :hi]
+                slots.extend(ctx[lo:hi].tolist())
+                prefills.append((start, n, ctx))
             if seq.wants_prompt_logprobs:
                 rows = range(start, start + n)
             else:
                 rows = range(start + n - 1, start + n) if hi == seq.num_tokens else range(0)
             logit_rows.extend(rows)
             logit_owner.extend([i] * len(rows))
-        width = max((len(c) for c in decode_ctx), default=0)
-        padded = [c + [0] * (width - len(c)) for c in decode_ctx]
+        width = max(decode_lens, default=0)
+        decode_slots = _table_slots(decode_tables, bs)[:, :width]
         inputs = StepInputs(
             input_ids=torch.tensor(ids, dtype=torch.long),
             positions=torch.tensor(positions, dtype=torch.long),
             slot_mapping=torch.tensor(slots, dtype=torch.long),
             decode_rows=torch.tensor(decode_rows, dtype=torch.long),
-            decode_slots=torch.tensor(padded, dtype=torch.long).reshape(len(padded), width),
-            decode_lens=torch.tensor([len(c) for c in decode_ctx], dtype=torch.long),
+            decode_slots=decode_slots.reshape(len(decode_tables), width),
+            decode_lens=torch.tensor(decode_lens, dtype=torch.long),
             prefills=prefills,
             logit_rows=torch.tensor(logit_rows, dtype=torch.long),
         )
@@ -317,3 +321,25 @@ class Engine:
         if self.tp_group is not None:
             self.tp_group.shutdown()
             self.tp_group = None
+
+
+def _token_slice(seq: Sequence, lo: int, hi: int) -> list[int]:
+    """Tokens [lo, hi) of prompt + output, without concatenating the whole sequence."""
+    p = len(seq.prompt_ids)
+    if lo >= p:
+        return seq.output_ids[lo - p : hi - p]
+    if hi <= p:
+        return seq.prompt_ids[lo:hi]
+    return seq.prompt_ids[lo:] + seq.output_ids[: hi - p]
+
+
+def _table_slots(tables: list[list[int]], block_size: int) -> torch.Tensor:
+    """Cache slot of every position covered by each block table ([N, blocks * block_size]).
+
+    Shorter tables are padded with block 0; callers cut or mask the padding.
+    """
+    blocks = max((len(t) for t in tables), default=0)
+    padded = torch.tensor([t + [0] * (blocks - len(t)) for t in tables], dtype=torch.long)
+    padded = padded.reshape(len(tables), blocks)
+    offsets = torch.arange(block_size, dtype=torch.long)
+    return (padded[:, :, None] * block_size + offsets).reshape(len(tables), blocks * block_size)
