@@ -147,6 +147,40 @@ def _wait(predicate: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def reconcile_example(k8s: K8s, namespace: str) -> None:
+    """Apply the LoRA example in `namespace`; wait for its Job, progress RoleBinding and phase."""
+    example = yaml.safe_load((ROOT / "examples" / "trainingjob-sft-lora.yaml").read_text())
+    name = example["metadata"]["name"]
+    custom = client.CustomObjectsApi(k8s.api)
+    custom.create_namespaced_custom_object(
+        "hanlin.dev", "v1alpha1", namespace, "trainingjobs", example
+    )
+    batch = client.BatchV1Api(k8s.api)
+    rbac = client.RbacAuthorizationV1Api(k8s.api)
+    _wait(
+        lambda: (
+            batch.list_namespaced_job(namespace).items
+            and rbac.list_namespaced_role_binding(
+                namespace, label_selector="app.kubernetes.io/managed-by=hanlin-operator"
+            ).items
+        ),
+        60,
+        "the Job and the progress RoleBinding",
+    )
+    phase = _wait(
+        lambda: (
+            custom.get_namespaced_custom_object(
+                "hanlin.dev", "v1alpha1", namespace, "trainingjobs", name
+            )
+            .get("status", {})
+            .get("phase")
+        ),
+        60,
+        "a status phase",
+    )
+    assert phase in {"Pending", "Running"}
+
+
 def test_operator_reconciles_under_the_chart_identity(
     k8s: K8s, installed: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -166,34 +200,7 @@ def test_operator_reconciles_under_the_chart_identity(
             cmd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        example = yaml.safe_load((ROOT / "examples" / "trainingjob-sft-lora.yaml").read_text())
-        name = example["metadata"]["name"]
-        custom = client.CustomObjectsApi(k8s.api)
-        custom.create_namespaced_custom_object(
-            "hanlin.dev", "v1alpha1", namespace, "trainingjobs", example
-        )
-        rbac = client.RbacAuthorizationV1Api(k8s.api)
-        batch = client.BatchV1Api(k8s.api)
-        _wait(
-            lambda: (
-                batch.list_namespaced_job(namespace).items
-                and rbac.list_namespaced_role_binding(namespace).items
-            ),
-            60,
-            "the Job and the progress RoleBinding",
-        )
-        status = _wait(
-            lambda: (
-                custom.get_namespaced_custom_object(
-                    "hanlin.dev", "v1alpha1", namespace, "trainingjobs", name
-                )
-                .get("status", {})
-                .get("phase")
-            ),
-            60,
-            "a status phase",
-        )
-        assert status in {"Pending", "Running"}
+        reconcile_example(k8s, namespace)
         body = _wait(
             lambda: (
                 (text := _scrape(port))

@@ -20,14 +20,19 @@ import pytest
 import yaml
 from kubernetes import client
 from test_helm_chart import CHART, helm, render
-from test_helm_rbac import EXPECTED, _token_kubeconfig, _wait, can_i_list, rbac_denials
+from test_helm_rbac import (
+    EXPECTED,
+    _token_kubeconfig,
+    can_i_list,
+    rbac_denials,
+    reconcile_example,
+)
 from test_operator_kinds import crds  # noqa: F401 (a fixture)
 
 from hanlin.dev.fixtures import K8s
 from hanlin.dev.processes import free_port
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 RELEASE = "nsrbac"
 CLUSTER_ONLY = {
     "clusterkopfpeerings.kopf.dev",
@@ -128,36 +133,8 @@ def test_operator_reconciles_in_its_namespace_without_a_denial(
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        example = yaml.safe_load((ROOT / "examples" / "trainingjob-sft-lora.yaml").read_text())
-        name = example["metadata"]["name"]
+        reconcile_example(k8s, watched)
         custom = client.CustomObjectsApi(k8s.api)
-        custom.create_namespaced_custom_object(
-            "hanlin.dev", "v1alpha1", watched, "trainingjobs", example
-        )
-        batch = client.BatchV1Api(k8s.api)
-        rbac = client.RbacAuthorizationV1Api(k8s.api)
-        _wait(
-            lambda: (
-                batch.list_namespaced_job(watched).items
-                and rbac.list_namespaced_role_binding(
-                    watched, label_selector="app.kubernetes.io/managed-by=hanlin-operator"
-                ).items
-            ),
-            60,
-            "the Job and the progress RoleBinding",
-        )
-        phase = _wait(
-            lambda: (
-                custom.get_namespaced_custom_object(
-                    "hanlin.dev", "v1alpha1", watched, "trainingjobs", name
-                )
-                .get("status", {})
-                .get("phase")
-            ),
-            60,
-            "a status phase",
-        )
-        assert phase in {"Pending", "Running"}
         peerings = custom.list_namespaced_custom_object("kopf.dev", "v1", watched, "kopfpeerings")
         assert peerings["items"], "the replicas peer in the watched namespace"
     finally:
