@@ -193,8 +193,11 @@ class DecoderLayer(nn.Module):
         """One query token per sequence ([B, H, D]) over its cached context."""
         b, d = q.shape[0], self.head_dim
         k_cache, v_cache = cache
-        kd = k_cache[batch.decode_slots].transpose(1, 2)  # [B, KV, L, D]
-        vd = v_cache[batch.decode_slots].transpose(1, 2)
+        # index_select on the flat slots: a fraction of advanced indexing's overhead.
+        slots = batch.decode_slots.reshape(-1)
+        shape = (b, batch.decode_slots.shape[1], self.kv_heads, d)
+        kd = k_cache.index_select(0, slots).view(shape).transpose(1, 2)  # [B, KV, L, D]
+        vd = v_cache.index_select(0, slots).view(shape).transpose(1, 2)
         # Query heads sharing a key/value head become that head's G query rows: no
         # K/V expansion, and several times faster than enable_gqa on the CPU (bf16 most).
         qg = q.reshape(b, self.kv_heads, self.heads // self.kv_heads, d)
@@ -212,8 +215,8 @@ class DecoderLayer(nn.Module):
             out.index_copy_(0, batch.decode_rows, od)
         for start, rows, slots, mask in batch.prefills:
             qp = q[start : start + rows].transpose(0, 1).unsqueeze(0)  # [1, H, R, D]
-            kp = k_cache[slots].transpose(0, 1).unsqueeze(0)  # [1, KV, C, D]
-            vp = v_cache[slots].transpose(0, 1).unsqueeze(0)
+            kp = k_cache.index_select(0, slots).transpose(0, 1).unsqueeze(0)  # [1, KV, C, D]
+            vp = v_cache.index_select(0, slots).transpose(0, 1).unsqueeze(0)
             op = F.scaled_dot_product_attention(
                 qp, kp, vp, attn_mask=mask, is_causal=mask is None, enable_gqa=True
             )
