@@ -103,6 +103,19 @@ class Engine:
         )
         return min(budget, config.max_seqs * longest * per_token)
 
+    def describe(self) -> str:
+        """One line on how the engine runs (logged at startup)."""
+        model = self.runner.model
+        blocks = self.blocks.num_blocks
+        cache_mib = blocks * self.config.block_size * ModelRunner.kv_bytes_per_token(model) / 2**20
+        dtype = str(model.embed.weight.dtype).removeprefix("torch.")
+        return (
+            f"hanlin serve: {self.config.name}: dtype {dtype}, quantization "
+            f"{self.config.quantization or 'none'}, KV cache {blocks} blocks x "
+            f"{self.config.block_size} tokens ({cache_mib:.0f} MiB), max_model_len "
+            f"{self.max_model_len}, threads {torch.get_num_threads()}"
+        )
+
     # -- requests ---------------------------------------------------------------------------
 
     def check_request(self, prompt_ids: list[int], params: SamplingParams) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 from hanlin.serve.config import EngineConfig
@@ -31,7 +32,10 @@ def run_servers(
     from hanlin.serve.engine import Engine
     from hanlin.serve.router import create_app
 
-    engine = AsyncEngine(Engine(config))
+    core = Engine(config)
+    sys.stderr.write(core.describe() + "\n")
+    sys.stderr.flush()
+    engine = AsyncEngine(core)
     engine.start()
 
     async def main() -> None:
