@@ -6,6 +6,14 @@ the linear layers (that is where batching pays); attention is batched for
 decode tokens and done per sequence for prefill chunks. Tensor parallelism
 shards heads and the MLP's intermediate dimension (column-parallel in,
 row-parallel out, one all-reduce after each) over `torch.distributed`.
+
+Weights, activations and the KV cache use the compute dtype (fp32 or bf16);
+norms are computed in fp32, rotary tables are computed in fp32 and stored in
+the compute dtype, and logits are returned in fp32 (as HF transformers does).
+Quantized models quantize every linear layer from the fp32 weights and the
+output head to int8; with bf16 activations the matmuls run torch's packed CPU
+int4/int8 kernels. A batch-1 decode step is dominated by per-op overhead, so
+the decode path avoids row shuffles, masks and per-layer recomputation.
 """
 
 from __future__ import annotations
