@@ -86,3 +86,36 @@ def ensure_model(dest: Path | None = None) -> Path:
             shutil.copy2(item, dest / item.name)
     shutil.copy2(marker, dest / ".complete")
     return dest
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def make_lora_adapter(
+    model_dir: Path,
+    dest: Path,
+    seed: int,
+    targets: tuple[str, ...] = LORA_TARGETS,
+    rank: int = 4,
+    std: float = 0.3,
+) -> Path:
+    """Write a real PEFT LoRA adapter for `model_dir` whose B matrices are random (seeded).
+
+    PEFT initialises B to zero (an adapter that changes nothing); tests of
+    adapter loading and multi-LoRA serving need one that visibly changes the
+    model, without spending a training run on it.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets), lora_dropout=0.0)
+    model = get_peft_model(base, config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * std)
+    model.save_pretrained(str(dest))
+    return dest

@@ -1,4 +1,4 @@
-"""PEFT LoRA adapters merged into the base weights at load time."""
+"""PEFT LoRA adapters: read, or merged into the base weights at load time."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 
 
-def merge_adapters(state: dict[str, torch.Tensor], adapter_dir: Path) -> None:
-    """Add ``B @ A * alpha / r`` of a PEFT LoRA adapter directory into `state` in place.
+def read_lora(adapter_dir: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A PEFT LoRA adapter directory as {base weight name: (A [r, in], B [out, r] * scale)}.
 
-    `state` uses the base checkpoint's names without the leading ``model.``.
+    Names are the base checkpoint's, without the leading ``model.``
+    (``layers.0.self_attn.q_proj.weight``); the adapter's scale is folded into B.
     """
     from safetensors.torch import load_file
 
@@ -31,7 +32,7 @@ def merge_adapters(state: dict[str, torch.Tensor], adapter_dir: Path) -> None:
     if config.get("use_rslora"):
         scale = float(config.get("lora_alpha", r)) / r**0.5
     tensors = load_file(str(weights_path))
-    merged = 0
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name, a in tensors.items():
         if ".lora_A." not in name:
             continue
@@ -39,9 +40,18 @@ def merge_adapters(state: dict[str, torch.Tensor], adapter_dir: Path) -> None:
         # base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight -> layers.0...q_proj.weight
         target = name.split(".lora_A.")[0].removeprefix("base_model.model.")
         target = target.removeprefix("model.") + ".weight"
+        out[target] = (a.float(), b.float() * scale)
+    if not out:
+        raise ValueError(f"adapter {adapter_dir}: no lora_A/lora_B weights found")
+    return out
+
+
+def merge_adapters(state: dict[str, torch.Tensor], adapter_dir: Path) -> None:
+    """Add ``B @ A * alpha / r`` of a PEFT LoRA adapter directory into `state` in place.
+
+    `state` uses the base checkpoint's names without the leading ``model.``.
+    """
+    for target, (a, b) in read_lora(adapter_dir).items():
         if target not in state:
             raise ValueError(f"adapter {adapter_dir}: {target} is not a weight of the base model")
-        state[target] = state[target] + (b.float() @ a.float()) * scale
-        merged += 1
-    if merged == 0:
-        raise ValueError(f"adapter {adapter_dir}: no lora_A/lora_B weights found")
+        state[target] = state[target] + b @ a

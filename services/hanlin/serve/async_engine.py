@@ -24,7 +24,7 @@ _ids = itertools.count()
 
 @dataclass
 class _Inbox:
-    adds: list[tuple[str, list[int], SamplingParams]] = field(default_factory=list)
+    adds: list[tuple[str, list[int], SamplingParams, str | None]] = field(default_factory=list)
     aborts: list[str] = field(default_factory=list)
 
 
@@ -67,10 +67,10 @@ class AsyncEngine:
                     self._pending = 0
                 for rid in inbox.aborts:
                     self.engine.abort(rid)
-                for rid, ids, params in inbox.adds:
+                for rid, ids, params, adapter in inbox.adds:
                     if rid in self._streams:
                         try:
-                            self.engine.add_request(rid, ids, params)
+                            self.engine.add_request(rid, ids, params, adapter)
                         except RequestError as exc:
                             self._deliver(rid, exc)
                 if not self.engine.has_work():
@@ -95,17 +95,26 @@ class AsyncEngine:
         except RuntimeError:  # the client's loop is gone
             self._streams.pop(rid, None)
 
-    def check(self, prompt_ids: list[int], params: SamplingParams) -> None:
+    def check(
+        self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
+    ) -> None:
         """Validate a request without queueing it."""
-        self.engine.check_request(prompt_ids, params)
+        self.engine.check_request(prompt_ids, params, adapter)
 
     def submit(
-        self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        adapter: str | None = None,
     ) -> RequestStream:
-        """Validate and queue a sequence now (raising `RequestError` at once); stream it later."""
+        """Validate and queue a sequence now (raising `RequestError` at once); stream it later.
+
+        `adapter`: a LoRA adapter served by name (None: the base model).
+        """
         if not self.healthy:
             raise RequestError(ErrorCode.ENGINE_DEAD, f"the engine stopped: {self.error!r}")
-        self.engine.check_request(prompt_ids, params)
+        self.engine.check_request(prompt_ids, params, adapter)
         rid = request_id or f"req-{next(_ids)}"
         with self._lock:
             waiting = self.engine.num_waiting + self._pending
@@ -118,7 +127,7 @@ class AsyncEngine:
                 )
             queue: asyncio.Queue[object] = asyncio.Queue()
             self._streams[rid] = (asyncio.get_running_loop(), queue)
-            self._inbox.adds.append((rid, list(prompt_ids), params))
+            self._inbox.adds.append((rid, list(prompt_ids), params, adapter))
             self._pending += 1
         self._wake.set()
         return RequestStream(self, rid, queue)
@@ -131,10 +140,14 @@ class AsyncEngine:
         self._wake.set()
 
     async def generate(
-        self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        adapter: str | None = None,
     ) -> AsyncIterator[RequestOutput]:
         """Stream outputs of one sequence; closing the iterator early aborts it."""
-        async for out in self.submit(prompt_ids, params, request_id):
+        async for out in self.submit(prompt_ids, params, request_id, adapter):
             yield out
 
 

@@ -55,6 +55,17 @@ def serve(
         ),
     ] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=DIR_OR_URI: a PEFT LoRA adapter served as model NAME next to the base "
+            "model (repeatable; requests choose it by `model`).",
+        ),
+    ] = None,
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(help="A PEFT LoRA adapter (dir or URI) merged into the weights at load."),
+    ] = None,
     api_key_env: Annotated[
         str, typer.Option(help="Environment variable holding the API key (unset: no auth).")
     ] = "HANLIN_API_KEY",
@@ -64,6 +75,8 @@ def serve(
     from hanlin.serve.launch import resolve_model, run_servers
 
     options: dict[str, object] = {}
+    merged: list[str] = list(adapter or [])
+    named: dict[str, str] = _name_uri_pairs(",".join(lora or []), "--lora")
     name = served_model_name
     source = model
     if spec is not None:
@@ -89,12 +102,21 @@ def serve(
                     param_hint="--model",
                 )
             source = str(resource.spec.model.uri)
-        if resource.spec.model.adapters:
-            raise typer.BadParameter(
-                "spec.model.adapters: serving adapters under their own model names is not "
-                "supported yet; merge the adapter into the model (output.mergeAdapter) instead",
-                param_hint="--spec",
-            )
+        # Adapters given by trainingJobRef arrive resolved in HANLIN_ADAPTERS (name=uri):
+        # the base model's own (keyed by its TrainingJob) is merged, named ones served.
+        resolved = _name_uri_pairs(os.environ.get("HANLIN_ADAPTERS", ""), "HANLIN_ADAPTERS")
+        main_ref = resource.spec.model.training_job_ref
+        if main_ref is not None and main_ref.name in resolved:
+            merged.append(resolved.pop(main_ref.name))
+        for entry in resource.spec.model.adapters or []:
+            uri = str(entry.uri) if entry.uri is not None else resolved.get(entry.name)
+            if uri is None:
+                raise typer.BadParameter(
+                    f"spec.model.adapters[{entry.name}].trainingJobRef must be resolved by the "
+                    "operator (HANLIN_ADAPTERS)",
+                    param_hint="--spec",
+                )
+            named[entry.name] = uri
         if not resource.spec.api.rest:
             port = 0
         if resource.spec.api.grpc and not grpc_port:
@@ -118,6 +140,10 @@ def serve(
     if options.get("quantization") == "none":
         options["quantization"] = None
     try:
+        options["adapters"] = [resolve_model(uri, "adapter_config.json") for uri in merged]
+        options["lora_adapters"] = {
+            name: resolve_model(uri, "adapter_config.json") for name, uri in named.items()
+        }
         config = EngineConfig(
             model=resolve_model(source),
             served_model_name=name,
@@ -128,3 +154,14 @@ def serve(
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     run_servers(config, host, port, grpc_port, os.environ.get(api_key_env) or None)
+
+
+def _name_uri_pairs(text: str, where: str) -> dict[str, str]:
+    """`name=uri,name=uri` as a dict; a malformed item is a usage error naming `where`."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, uri = item.partition("=")
+        if not sep or not name or not uri:
+            raise typer.BadParameter(f"{item!r}: expected NAME=DIR_OR_URI", param_hint=where)
+        pairs[name] = uri
+    return pairs

@@ -31,6 +31,8 @@ class EngineConfig:
     """The `model` id clients send; defaults to the directory name."""
     adapters: list[Path] = field(default_factory=list)
     """PEFT LoRA adapter directories merged into the weights at load."""
+    lora_adapters: dict[str, Path] = field(default_factory=dict)
+    """PEFT LoRA adapters served under their own model names (multi-LoRA), name -> directory."""
     quantization: str | None = None
     """None, "int8" or "int4": weight-only quantization of the linear layers and the head."""
     dtype: str = "float32"
@@ -67,6 +69,12 @@ class EngineConfig:
         self.dtype = DTYPE_NAMES[self.dtype]
         if self.kv_cache_fraction is not None and not 0 < self.kv_cache_fraction <= 1:
             raise ValueError(f"kv_cache_fraction must be in (0, 1], got {self.kv_cache_fraction}")
+        if self.lora_adapters and self.tensor_parallel > 1:
+            raise ValueError(
+                "LoRA adapters served by name need tensor_parallel 1 (merge them to shard)"
+            )
+        if self.name in self.lora_adapters:
+            raise ValueError(f"LoRA adapter name {self.name!r} is the base model's name")
 
     @property
     def name(self) -> str:

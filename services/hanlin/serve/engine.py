@@ -75,6 +75,13 @@ class Engine:
             // (ModelRunner.kv_bytes_per_token(model) * config.block_size),
         )
         self.runner = ModelRunner(model, num_blocks, config.block_size)
+        self.lora_names = list(config.lora_adapters)
+        if config.lora_adapters:
+            from hanlin.serve.lora import attach_lora
+
+            self.runner.lora = attach_lora(
+                model, list(config.lora_adapters.items()), model.embed.weight.dtype
+            )
         if self.tp_group is not None:
             self.tp_group.init_cache(num_blocks)
         capacity = num_blocks * config.block_size
@@ -118,9 +125,24 @@ class Engine:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def check_request(self, prompt_ids: list[int], params: SamplingParams) -> None:
+    def adapter_id(self, adapter: str | None) -> int:
+        """0 for the base model, i + 1 for LoRA adapter i; unknown names are a 404."""
+        if adapter is None:
+            return 0
+        if adapter not in self.lora_names:
+            raise RequestError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"no LoRA adapter named {adapter!r} is served here",
+                "model",
+            )
+        return self.lora_names.index(adapter) + 1
+
+    def check_request(
+        self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
+    ) -> None:
         """Raise `RequestError` if the request can never run (bad params, too long)."""
         params.validate()
+        self.adapter_id(adapter)
         if not prompt_ids:
             raise RequestError(ErrorCode.INVALID_REQUEST, "prompt must not be empty", "prompt")
         vocab = self.model_config.vocab_size
@@ -138,12 +160,21 @@ class Engine:
                 "prompt",
             )
 
-    def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
-        """Validate and queue one sequence (n > 1 is expanded by the caller)."""
-        self.check_request(prompt_ids, params)
+    def add_request(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        adapter: str | None = None,
+    ) -> None:
+        """Validate and queue one sequence (n > 1 is expanded by the caller).
+
+        `adapter` names a LoRA adapter of `EngineConfig.lora_adapters` (None: the base model).
+        """
+        self.check_request(prompt_ids, params, adapter)
         if request_id in self.seqs:
             raise RequestError(ErrorCode.INVALID_REQUEST, f"duplicate request id {request_id}")
-        seq = Sequence(request_id, list(prompt_ids), params)
+        seq = Sequence(request_id, list(prompt_ids), params, adapter=self.adapter_id(adapter))
         if params.seed is not None:
             seq.generator = torch.Generator().manual_seed(params.seed)
         seq.detok = Detokenizer(
@@ -183,8 +214,11 @@ class Engine:
         prefills: list[tuple[int, int, torch.Tensor]] = []
         logit_rows: list[int] = []
         logit_owner: list[int] = []  # index into work for each logit row
+        lora_rows: dict[int, list[int]] = {}
         for i, (seq, n) in enumerate(work):
             start = len(ids)
+            if seq.adapter:
+                lora_rows.setdefault(seq.adapter - 1, []).extend(range(start, start + n))
             lo, hi = seq.num_computed, seq.num_computed + n
             ids.extend(_token_slice(seq, lo, hi))
             positions.extend(range(lo, hi))
@@ -217,6 +251,7 @@ class Engine:
             decode_lens=torch.tensor(decode_lens, dtype=torch.long),
             prefills=prefills,
             logit_rows=torch.tensor(logit_rows, dtype=torch.long),
+            lora_groups=[(a, torch.tensor(r, dtype=torch.long)) for a, r in lora_rows.items()],
         )
         return inputs, logit_owner
 

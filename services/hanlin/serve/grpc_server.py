@@ -54,11 +54,13 @@ class InferenceService(_pb2_grpc.InferenceServicer):  # type: ignore[misc]
                 "missing or invalid API key (authorization: Bearer <key>)",
             )
 
-    def _prepare(self, request: Any) -> tuple[list[int], SamplingParams]:
-        if request.model != self.model_name:
+    def _prepare(self, request: Any) -> tuple[list[int], SamplingParams, str | None]:
+        adapter = request.model if request.model in self.engine.engine.lora_names else None
+        if request.model != self.model_name and adapter is None:
+            names = ", ".join([self.model_name, *self.engine.engine.lora_names])
             raise RequestError(
                 ErrorCode.MODEL_NOT_FOUND,
-                f"model {request.model!r} is not served here; use {self.model_name!r}",
+                f"model {request.model!r} is not served here; use one of {names}",
                 "model",
             )
         ids = list(request.prompt_token_ids) or list(self.tokenizer(request.prompt).input_ids)
@@ -73,14 +75,14 @@ class InferenceService(_pb2_grpc.InferenceServicer):  # type: ignore[misc]
             ignore_eos=request.ignore_eos,
             logprobs=request.logprobs if request.HasField("logprobs") else None,
         )
-        return ids, params
+        return ids, params, adapter
 
     async def _run(
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[RequestOutput]:
         self._authorize(context)
-        ids, params = self._prepare(request)
-        async for out in self.engine.submit(ids, params):
+        ids, params, adapter = self._prepare(request)
+        async for out in self.engine.submit(ids, params, adapter=adapter):
             yield out
 
     async def Generate(  # noqa: N802 (the proto's method name)

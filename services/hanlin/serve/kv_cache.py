@@ -57,10 +57,14 @@ class OutOfBlocks(Exception):
     """Raised internally when an allocation cannot be satisfied."""
 
 
-def block_hashes(token_ids: Sequence[int], block_size: int) -> list[int]:
-    """Chained hashes of every full block of `token_ids`."""
+def block_hashes(token_ids: Sequence[int], block_size: int, seed: int = 0) -> list[int]:
+    """Chained hashes of every full block of `token_ids`.
+
+    `seed` starts the chain: the same tokens under different LoRA adapters have
+    different keys and values, so their blocks must never be shared.
+    """
     hashes: list[int] = []
-    parent = 0
+    parent = seed
     for start in range(0, len(token_ids) - block_size + 1, block_size):
         parent = hash((parent, tuple(token_ids[start : start + block_size])))
         hashes.append(parent)

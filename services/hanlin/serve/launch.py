@@ -9,12 +9,16 @@ from pathlib import Path
 from hanlin.serve.config import EngineConfig
 
 
-def resolve_model(source: str) -> Path:
-    """A local model directory for a path or a storage URI (downloaded to the cache)."""
+def resolve_model(source: str, marker: str = "config.json") -> Path:
+    """A local model (or adapter) directory for a path or a storage URI (downloaded to the cache).
+
+    `marker` is the file the directory must hold (an adapter's: adapter_config.json).
+    """
     if "://" not in source:
         path = Path(source)
-        if not (path / "config.json").exists():
-            raise ValueError(f"--model {source}: not a model directory (no config.json)")
+        if not (path / marker).exists():
+            kind = "an adapter" if marker != "config.json" else "a model"
+            raise ValueError(f"{source}: not {kind} directory (no {marker})")
         return path
     from hanlin.dev.paths import cache_dir
     from hanlin.storage.artifacts import materialize

@@ -241,6 +241,9 @@ class ModelCard(BaseModel):
     created: int = Field(default_factory=_now)
     owned_by: str = "hanlin"
     max_model_len: int | None = None
+    root: str | None = None
+    parent: str | None = None
+    """For a LoRA adapter: the base model it runs on."""
 
 
 class ModelList(BaseModel):

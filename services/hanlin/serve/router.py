@@ -111,7 +111,12 @@ def create_app(engine: AsyncEngine, model_name: str, api_key: str | None = None)
 
     @app.get("/v1/models", dependencies=[Depends(authorize)])
     async def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=model_name, max_model_len=serving.max_model_len)])
+        base = ModelCard(id=model_name, root=model_name, max_model_len=serving.max_model_len)
+        adapters = [
+            ModelCard(id=name, root=name, parent=model_name, max_model_len=serving.max_model_len)
+            for name in serving.adapters
+        ]
+        return ModelList(data=[base, *adapters])
 
     def _stream(events: AsyncIterator[str]) -> StreamingResponse:
         return StreamingResponse(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from hanlin.serve.lora import LoRAContext
 from hanlin.serve.model import AttentionBatch, LlamaModel
 
 #: steps with at most this many tokens run on one thread (see `ModelRunner.execute`)
@@ -24,6 +25,8 @@ class StepInputs:
     decode_lens: torch.Tensor  # [B]
     prefills: list[tuple[int, int, torch.Tensor]]  # (first row, rows, context slots)
     logit_rows: torch.Tensor  # [R]
+    lora_groups: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+    # (LoRA adapter index, rows of the flat batch that use it)
 
 
 class ModelRunner:
@@ -31,6 +34,7 @@ class ModelRunner:
 
     def __init__(self, model: LlamaModel, num_blocks: int, block_size: int) -> None:
         self.model = model
+        self.lora: LoRAContext | None = None
         self.threads = torch.get_num_threads()
         kv_heads = model.decoder_layers()[0].kv_heads
         shape = (num_blocks * block_size, kv_heads, model.cfg.head_dim)
@@ -80,6 +84,8 @@ class ModelRunner:
     def execute(self, s: StepInputs) -> torch.Tensor:
         """Run the step; return fp32 logits for `s.logit_rows`."""
         batch = self._attention_batch(s)
+        if self.lora is not None:
+            self.lora.groups = s.lora_groups
         # A step of one or two tokens is a long chain of tiny kernels: a second thread saves
         # little there, and a serving process has other threads (the HTTP event loop) that
         # preempt a team member and stall every barrier. Bigger steps use every thread.

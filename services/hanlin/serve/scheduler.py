@@ -53,6 +53,7 @@ class Sequence:
     first_token_time: float | None = None
     detok: Any = None  # the Detokenizer (kept generic to avoid an import cycle)
     preemptions: int = 0
+    adapter: int = 0  # 0: the base model; i: the engine's LoRA adapter i - 1
 
     @property
     def all_ids(self) -> list[int]:
@@ -183,7 +184,7 @@ class Scheduler:
         bs = self.blocks.block_size
         # Keep at least one token to compute so the step yields logits to sample from.
         usable = (len(ids) - 1) // bs
-        hits = self.blocks.match_prefix(block_hashes(ids[: usable * bs], bs))
+        hits = self.blocks.match_prefix(block_hashes(ids[: usable * bs], bs, seq.adapter))
         if hits:
             self.blocks.claim(hits)
             seq.blocks = list(hits)
@@ -196,7 +197,7 @@ class Scheduler:
         full = seq.num_computed // bs
         if full <= seq.num_registered or not self.blocks.prefix_caching:
             return
-        hashes = block_hashes(seq.all_ids[: full * bs], bs)
+        hashes = block_hashes(seq.all_ids[: full * bs], bs, seq.adapter)
         for i in range(seq.num_registered, full):
             self.blocks.register(seq.blocks[i], hashes[i])
         seq.num_registered = full

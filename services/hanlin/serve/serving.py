@@ -97,6 +97,7 @@ class OpenAIServing:
         self.model_name = model_name
         self.tokenizer: Any = engine.engine.tokenizer
         self.max_model_len = engine.engine.max_model_len
+        self.adapters: list[str] = list(engine.engine.lora_names)
         self._renders_tools: bool | None = None
 
     def template_renders_tools(self) -> bool:
@@ -115,14 +116,18 @@ class OpenAIServing:
 
     # -- shared -------------------------------------------------------------------------------
 
-    def check_model(self, name: str) -> None:
-        """Refuse requests for a model this server does not serve."""
-        if name != self.model_name:
-            raise RequestError(
-                ErrorCode.MODEL_NOT_FOUND,
-                f"The model `{name}` does not exist; this server serves `{self.model_name}`.",
-                "model",
-            )
+    def check_model(self, name: str) -> str | None:
+        """The LoRA adapter a request's `model` names (None: the base model); else a 404."""
+        if name == self.model_name:
+            return None
+        if name in self.adapters:
+            return name
+        served = ", ".join(f"`{m}`" for m in [self.model_name, *self.adapters])
+        raise RequestError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"The model `{name}` does not exist; this server serves {served}.",
+            "model",
+        )
 
     def _params(
         self,
@@ -152,12 +157,12 @@ class OpenAIServing:
         )
 
     def _submit(
-        self, prompts: list[list[int]], params: list[SamplingParams]
+        self, prompts: list[list[int]], params: list[SamplingParams], adapter: str | None
     ) -> list[RequestStream]:
         streams: list[RequestStream] = []
         try:
             for ids, p in zip(prompts, params, strict=True):
-                streams.append(self.engine.submit(ids, p))
+                streams.append(self.engine.submit(ids, p, adapter=adapter))
         except RequestError:
             for s in streams:
                 s.abort()
@@ -195,7 +200,7 @@ class OpenAIServing:
     def _start_completion(
         self, req: CompletionRequest
     ) -> tuple[list[tuple[str, list[int]]], list[RequestStream]]:
-        self.check_model(req.model)
+        adapter = self.check_model(req.model)
         if req.suffix:
             raise RequestError(ErrorCode.INVALID_REQUEST, "suffix is not supported", "suffix")
         prompts = self._completion_prompts(req)
@@ -213,7 +218,7 @@ class OpenAIServing:
                         j,
                     )
                 )
-        return prompts, self._submit(ids, params)
+        return prompts, self._submit(ids, params, adapter)
 
     def _completion_logprobs(
         self, req: CompletionRequest, prompt_ids: list[int], c: _Choice
@@ -350,7 +355,7 @@ class OpenAIServing:
     def _start_chat(
         self, req: ChatCompletionRequest
     ) -> tuple[list[int], list[RequestStream], ToolPlan | None]:
-        self.check_model(req.model)
+        adapter = self.check_model(req.model)
         prompt, plan = self._chat_prompt(req)
         requested = req.max_completion_tokens if req.max_tokens is None else req.max_tokens
         if requested is None and len(prompt) >= self.max_model_len:
@@ -358,7 +363,7 @@ class OpenAIServing:
         max_tokens = self._default_max_tokens(prompt, requested)
         top = (req.top_logprobs or 0) if req.logprobs else None
         params = [self._params(req, max_tokens, top, None, j) for j in range(req.n)]
-        return prompt, self._submit([prompt] * req.n, params), plan
+        return prompt, self._submit([prompt] * req.n, params, adapter), plan
 
     def _chat_logprobs(self, tokens: list[int], lps: list[Logprob]) -> ChatLogprobs:
         content = []
