@@ -258,7 +258,9 @@ def deployment_status(
         "readyReplicas": ready,
         "endpoints": endpoints,
         "servedModel": spec.model.name or name,
-        "adapters": [a.name for a in spec.model.adapters or []],
+        # A replica is ready only once its engine loaded every adapter: before that,
+        # none is claimed (peers show adapters "running" whose loading failed).
+        "adapters": [a.name for a in spec.model.adapters or []] if ready else [],
     }
 
 

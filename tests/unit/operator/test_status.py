@@ -95,7 +95,8 @@ def test_judge_operators_and_missing_metrics() -> None:
 def test_deployment_phases() -> None:
     md = load("modeldeployment.yaml", ModelDeployment)
     dep = {"metadata": {"generation": 2}, "spec": {}, "status": {"observedGeneration": 1}}
-    assert deployment_status(md, dep, {})["phase"] == "Progressing"
+    progressing = deployment_status(md, dep, {})
+    assert progressing["phase"] == "Progressing" and progressing["adapters"] == []
     dep["status"] = {
         "observedGeneration": 2,
         "replicas": 1,
@@ -107,8 +108,10 @@ def test_deployment_phases() -> None:
         "rest": "http://smollm2.team.svc:8000/v1",
         "grpc": "smollm2.team.svc:50051",
     }
+    assert ready["adapters"] == ["support", "sql"]  # claimed only once a replica is serving
     dep["status"]["readyReplicas"] = 0
-    assert deployment_status(md, dep, ready)["phase"] == "Degraded"
+    degraded = deployment_status(md, dep, ready)
+    assert degraded["phase"] == "Degraded" and degraded["adapters"] == []
 
 
 def test_condition_transition_time_moves_only_on_change() -> None:
