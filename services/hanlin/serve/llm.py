@@ -42,8 +42,12 @@ class LLM:
         self,
         prompts: str | list[int] | list[str] | list[list[int]],
         params: SamplingParams | None = None,
+        adapter: str | None = None,
     ) -> list[GenerationResult]:
-        """Generate for every prompt at once (continuous batching); results in prompt order."""
+        """Generate for every prompt at once (continuous batching); results in prompt order.
+
+        `adapter`: one of the engine's `lora_adapters` names (None: the base model).
+        """
         params = params or SamplingParams()
         batch: list[str | list[int]]
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
@@ -60,7 +64,7 @@ class LLM:
             for j in range(params.n):
                 sub = params if params.seed is None else _with_seed(params, params.seed + j)
                 rid = f"llm-{i}-{j}"
-                self.engine.add_request(rid, ids, sub)
+                self.engine.add_request(rid, ids, sub, adapter)
                 parts[rid] = (i, j)
                 results[i].outputs.append(Completion("", [], None))
         while self.engine.has_work():

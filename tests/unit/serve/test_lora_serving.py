@@ -12,6 +12,7 @@ from hanlin.dev.model import make_lora_adapter
 from hanlin.serve.config import EngineConfig
 from hanlin.serve.engine import Engine
 from hanlin.serve.errors import ErrorCode, RequestError
+from hanlin.serve.llm import LLM
 from hanlin.serve.params import SamplingParams
 
 # Longer than a KV block (16 tokens): a prefix block shared across adapters would show.
@@ -76,6 +77,15 @@ def test_a_mixed_batch_of_base_and_adapters_matches_peft_token_for_token(
         for out in engine.step():
             got[out.request_id].extend(out.token_ids)
     assert got == want
+
+
+def test_the_python_api_takes_an_adapter(model_dir: Path, adapters: dict[str, Path]) -> None:
+    llm = LLM(model_dir, lora_adapters={"qv-only": adapters["qv-only"]}, num_blocks=32)
+    ids = llm.tokenizer(PROMPT).input_ids
+    params = SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)
+    tuned = llm.generate(ids, params, adapter="qv-only")[0].outputs[0].token_ids
+    assert tuned == _hf_greedy(model_dir, adapters["qv-only"], ids)[:4]
+    assert llm.generate(ids, params)[0].outputs[0].token_ids == _hf_greedy(model_dir, None, ids)[:4]
 
 
 def test_unknown_adapters_and_bad_configs_are_refused(
