@@ -77,13 +77,31 @@ class AsyncEngine:
                     self._wake.wait(timeout=0.5)
                     self._wake.clear()
                     continue
-                for out in self.engine.step():
-                    self._deliver(out.request_id, out)
+                self._deliver_step(self.engine.step())
         except BaseException as exc:  # the engine is dead: fail every open stream
             self.error = exc
             for rid in list(self._streams):
                 self._deliver(rid, exc)
             raise
+
+    def _deliver_step(self, outputs: list[RequestOutput]) -> None:
+        """Hand a step's outputs over in one wake-up per event loop, not one per request.
+
+        With 16 streams, 16 separate wake-ups per step kept the event loop (and the GIL)
+        busy long enough to slow the next step down.
+        """
+        batches: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[object], object]]] = {}
+        for out in outputs:
+            stream = self._streams.get(out.request_id)
+            if stream is not None:
+                batches.setdefault(stream[0], []).append((stream[1], out))
+        for loop, items in batches.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # the clients' loop is gone
+                for rid, (other, _) in list(self._streams.items()):
+                    if other is loop:
+                        self._streams.pop(rid, None)
 
     def _deliver(self, rid: str, item: object) -> None:
         stream = self._streams.get(rid)
@@ -187,3 +205,8 @@ class RequestStream:
                     return
         finally:
             self.abort()
+
+
+def _put_all(items: list[tuple[asyncio.Queue[object], object]]) -> None:
+    for queue, item in items:
+        queue.put_nowait(item)
