@@ -10,7 +10,7 @@ import openai
 import pytest
 import torch
 
-from hanlin.dev.fixtures import hanlin_server
+from hanlin.dev.fixtures import hanlin_openai
 from hanlin.dev.model import make_lora_adapter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -31,11 +31,8 @@ def client(
         "serve", "--model", str(model_dir), "--served-model-name", "smol", "--dtype", "float32",
         "--lora", f"pirate={adapter}", "--max-model-len", "256", "--kv-cache-mib", "32",
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "HANLIN_API_KEY"}
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    with hanlin_server(args, log, env=env) as url:
-        with openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as c:
-            yield c
+    with hanlin_openai(args, tmp_path_factory.mktemp("serve") / "server.log") as c:
+        yield c
 
 
 def test_models_lists_the_adapter_on_its_base(client: openai.OpenAI) -> None:
@@ -89,20 +86,19 @@ spec:
 """
     )
     env = {
-        **{k: v for k, v in os.environ.items() if k != "HANLIN_API_KEY"},
+        **os.environ,
         # What the operator's resolver hands the pod: the base model and both refs' adapters.
         "HANLIN_MODEL_URI": f"file://{model_dir}",
         "HANLIN_ADAPTERS": f"by-ref={adapter},sft={adapter}",
     }
-    with hanlin_server(["serve", "--spec", str(spec)], tmp_path / "s.log", env=env) as url:
-        with openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as c:
-            assert {m.id for m in c.models.list().data} == {"tuned", "by-uri", "by-ref"}
-            texts = {
-                m: c.completions.create(model=m, prompt=PROMPT, max_tokens=8, temperature=0)
-                .choices[0]
-                .text
-                for m in ("tuned", "by-uri", "by-ref")
-            }
+    with hanlin_openai(["serve", "--spec", str(spec)], tmp_path / "s.log", env=env) as c:
+        assert {m.id for m in c.models.list().data} == {"tuned", "by-uri", "by-ref"}
+        texts = {
+            m: c.completions.create(model=m, prompt=PROMPT, max_tokens=8, temperature=0)
+            .choices[0]
+            .text
+            for m in ("tuned", "by-uri", "by-ref")
+        }
     # The served model has its own adapter merged: it answers as base + adapter does (the
     # other server's `pirate`); the named adapters apply on top of that, both alike.
     pirate = client.completions.create(model="pirate", prompt=PROMPT, max_tokens=8, temperature=0)

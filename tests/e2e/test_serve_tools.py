@@ -10,14 +10,13 @@ sent back, and bad tool requests are 400s naming the field.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from hanlin.dev.fixtures import hanlin_server
+from hanlin.dev.fixtures import hanlin_openai
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -44,11 +43,8 @@ def client(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "serve", "--model", str(model_dir), "--served-model-name", MODEL, "--dtype", "float32",
         "--max-model-len", "1024", "--max-seqs", "4", "--kv-cache-mib", "64",
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "HANLIN_API_KEY"}
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    with hanlin_server(args, log, env=env) as url:
-        with openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as c:
-            yield c
+    with hanlin_openai(args, tmp_path_factory.mktemp("serve") / "server.log") as c:
+        yield c
 
 
 def test_a_forced_call_comes_back_as_tool_calls(client: openai.OpenAI) -> None:

@@ -186,3 +186,19 @@ def hanlin_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def hanlin_openai(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[Any]:
+    """`hanlin_server(args)` without an API key, and an `openai.OpenAI` client on it.
+
+    `env` defaults to this process's environment; HANLIN_API_KEY is always dropped,
+    so the server runs open and the client's dummy key is never checked.
+    """
+    import openai
+
+    base = os.environ if env is None else env
+    clean = {k: v for k, v in base.items() if k != "HANLIN_API_KEY"}
+    with hanlin_server(args, log, env=clean) as url:
+        with openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as client:
+            yield client
