@@ -36,7 +36,7 @@ from test_helm_chart import CHART, helm
 from test_helm_promql import promql_expressions, series_names
 
 from hanlin.dev.fixtures import K8s
-from hanlin.dev.processes import free_port
+from hanlin.dev.processes import free_port, terminate
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,12 +219,7 @@ def test_operator_reconciles_under_the_chart_identity(
         operator_series = {s for s in used if s.startswith("hanlin_operator_")}
         assert operator_series and operator_series <= exposed, operator_series - exposed
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
     text = log.read_text()
     denials = rbac_denials(text, namespace, sa)
     assert not denials, "\n".join(denials[:20])

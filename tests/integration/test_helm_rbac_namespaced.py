@@ -30,7 +30,7 @@ from test_helm_rbac import (
 from test_operator_kinds import crds  # noqa: F401 (a fixture)
 
 from hanlin.dev.fixtures import K8s
-from hanlin.dev.processes import free_port
+from hanlin.dev.processes import free_port, terminate
 
 pytestmark = pytest.mark.integration
 RELEASE = "nsrbac"
@@ -138,12 +138,7 @@ def test_operator_reconciles_in_its_namespace_without_a_denial(
         peerings = custom.list_namespaced_custom_object("kopf.dev", "v1", watched, "kopfpeerings")
         assert peerings["items"], "the replicas peer in the watched namespace"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
     text = log.read_text()
     denials = rbac_denials(text, home, sa)
     assert not denials, "\n".join(denials[:20])

@@ -16,6 +16,7 @@ import yaml
 from kubernetes import client
 
 from hanlin.dev.fixtures import K8s
+from hanlin.dev.processes import terminate
 from hanlin.telemetry import ConfigMapChannel, ProgressReporter
 
 pytestmark = pytest.mark.integration
@@ -41,12 +42,7 @@ def start_operator(k8s: K8s, *extra: str, log: Path) -> subprocess.Popen[bytes]:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    terminate(proc)
 
 
 @pytest.fixture(scope="module")

@@ -158,7 +158,7 @@ def hanlin_server(
     """
     import httpx
 
-    from hanlin.dev.processes import free_port
+    from hanlin.dev.processes import free_port, terminate
 
     port = free_port()
     cmd = [sys.executable, "-m", "hanlin.cli", *args, "--port", str(port)]
@@ -180,12 +180,7 @@ def hanlin_server(
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout=30)
 
 
 @contextmanager

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Children started by this process, kept so they are reaped (not left as zombies or
 # reported as leaked by Popen's finalizer) when `stop` runs in the same process.
@@ -25,6 +26,16 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 class AlreadyRunningError(RuntimeError):
     """The directory already holds running components."""
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    """Stop a child process: SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def free_port() -> int:
