@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from train_fixtures import TINY_LLAMA, make_job
-from train_runs import free_port, run_cli, tensors, write_spec
+from train_runs import assert_same_model, free_port, run_cli, write_spec
 
 from hanlin.train.loop import train
 
@@ -44,8 +43,4 @@ def test_two_processes_equal_one(tmp_path: Path) -> None:
     losses = [line["loss"] for line in lines if "loss" in line]
     assert len(losses) == 4  # only rank 0 reports
     assert losses[-1] == pytest.approx(one.final_loss, abs=1e-4)
-    a = tensors(tmp_path / "one" / "model" / "model.safetensors")
-    b = tensors(tmp_path / "two" / "model" / "model.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    assert_same_model(tmp_path / "one", tmp_path / "two")

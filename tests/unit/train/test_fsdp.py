@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_distributed import ddp_spec
 from train_fixtures import make_job
-from train_runs import free_port, run_cli, tensors, write_spec
+from train_runs import assert_same_model, free_port, run_cli, tensors, write_spec
 
 from hanlin import storage
 from hanlin.storage import parse_uri
@@ -29,11 +29,7 @@ def test_two_sharded_processes_equal_one(tmp_path: Path) -> None:
     losses = [line["loss"] for line in lines if "loss" in line]
     assert len(losses) == 4
     assert losses[-1] == pytest.approx(one.final_loss, abs=1e-4)
-    a = tensors(tmp_path / "one" / "model" / "model.safetensors")
-    b = tensors(tmp_path / "two" / "model" / "model.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    b = assert_same_model(tmp_path / "one", tmp_path / "two")
     # The checkpoint holds full tensors too: the final step's equal the output's.
     ckpt = tensors(tmp_path / "two" / "checkpoints" / "step-00000004" / "params.safetensors")
     for k, v in ckpt.items():

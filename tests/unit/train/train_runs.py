@@ -75,3 +75,15 @@ def run_cli_until(spec: Path, step: int, timeout: float = 300) -> list[dict[str,
 
 def tensors(path: Path) -> dict[str, Any]:
     return load_file(str(path))
+
+
+def assert_same_model(one: Path, two: Path, atol: float = 1e-5) -> dict[str, Any]:
+    """The `model/` outputs of two training runs hold the same tensors; returns the second's."""
+    import torch
+
+    a = tensors(one / "model" / "model.safetensors")
+    b = tensors(two / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=atol), k
+    return b
