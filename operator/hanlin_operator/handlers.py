@@ -24,7 +24,6 @@ bookkeeping annotations: the only writes are the children and the status.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,11 +104,10 @@ class Controller:
     queue: WorkQueue = field(default_factory=WorkQueue)
     _paused: bool = False
     _failures: dict[Hashable, int] = field(default_factory=dict)
-    _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self, workers: int) -> None:
-        """Start the reconcile threads."""
-        self._threads = start_workers(self.queue, self.process, workers)
+        """Start the reconcile threads (daemons: they end with the queue or the process)."""
+        start_workers(self.queue, self.process, workers)
 
     def stop(self) -> None:
         """Let the threads finish their current reconcile and exit."""

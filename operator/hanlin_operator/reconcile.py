@@ -186,9 +186,7 @@ class Reconciler:
 
     # -- the reconcile -------------------------------------------------------------
 
-    def reconcile(
-        self, kind: str, namespace: str, name: str, body: dict[str, Any] | None = None
-    ) -> str:
+    def reconcile(self, kind: str, namespace: str, name: str) -> str:
         """Bring one resource's children and status in line with its spec (idempotent).
 
         Returns the result: ok, waiting, gated or gone (errors raise).
@@ -198,8 +196,6 @@ class Reconciler:
             start = time.perf_counter()
             result = "error"
             try:
-                if body is not None:
-                    self.cache.put(body)
                 current = self.lookup(kind, namespace, name)
                 if current is None or (current.get("metadata") or {}).get("deletionTimestamp"):
                     result = "gone"

@@ -63,12 +63,7 @@ def run_operator(settings: OperatorSettings) -> None:
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # Only watch handlers are registered, so kopf keeps no state on the resources;
-        # were that to change, its bookkeeping would live under our own prefix.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hanlin.dev")
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="hanlin.dev", key="last-handled-configuration"
-        )
+        # Only watch handlers are registered: kopf keeps no state on the resources.
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300
         settings.peering.clusterwide = operator_settings.namespace is None
