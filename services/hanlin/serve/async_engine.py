@@ -72,46 +72,35 @@ class AsyncEngine:
                         try:
                             self.engine.add_request(rid, ids, params, adapter)
                         except RequestError as exc:
-                            self._deliver(rid, exc)
+                            self._deliver([(rid, exc)])
                 if not self.engine.has_work():
                     self._wake.wait(timeout=0.5)
                     self._wake.clear()
                     continue
-                self._deliver_step(self.engine.step())
+                self._deliver([(out.request_id, out) for out in self.engine.step()])
         except BaseException as exc:  # the engine is dead: fail every open stream
             self.error = exc
-            for rid in list(self._streams):
-                self._deliver(rid, exc)
+            self._deliver([(rid, exc) for rid in list(self._streams)])
             raise
 
-    def _deliver_step(self, outputs: list[RequestOutput]) -> None:
-        """Hand a step's outputs over in one wake-up per event loop, not one per request.
+    def _deliver(self, items: list[tuple[str, object]]) -> None:
+        """Hand (request id, output or error) pairs over, one wake-up per event loop.
 
-        With 16 streams, 16 separate wake-ups per step kept the event loop (and the GIL)
-        busy long enough to slow the next step down.
+        A step's outputs go together: with 16 streams, 16 separate wake-ups per step
+        kept the event loop (and the GIL) busy long enough to slow the next step down.
         """
         batches: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[object], object]]] = {}
-        for out in outputs:
-            stream = self._streams.get(out.request_id)
+        for rid, item in items:
+            stream = self._streams.get(rid)
             if stream is not None:
-                batches.setdefault(stream[0], []).append((stream[1], out))
-        for loop, items in batches.items():
+                batches.setdefault(stream[0], []).append((stream[1], item))
+        for loop, pending in batches.items():
             try:
-                loop.call_soon_threadsafe(_put_all, items)
+                loop.call_soon_threadsafe(_put_all, pending)
             except RuntimeError:  # the clients' loop is gone
                 for rid, (other, _) in list(self._streams.items()):
                     if other is loop:
                         self._streams.pop(rid, None)
-
-    def _deliver(self, rid: str, item: object) -> None:
-        stream = self._streams.get(rid)
-        if stream is None:
-            return
-        loop, queue = stream
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the client's loop is gone
-            self._streams.pop(rid, None)
 
     def check(
         self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
