@@ -76,7 +76,7 @@ def serve(
 
     options: dict[str, object] = {}
     merged: list[str] = list(adapter or [])
-    named: dict[str, str] = _name_uri_pairs(",".join(lora or []), "--lora")
+    named: dict[str, str] = _name_uri_pairs(lora or [], "--lora")
     name = served_model_name
     source = model
     if spec is not None:
@@ -104,7 +104,9 @@ def serve(
             source = str(resource.spec.model.uri)
         # Adapters given by trainingJobRef arrive resolved in HANLIN_ADAPTERS (name=uri):
         # the base model's own (keyed by its TrainingJob) is merged, named ones served.
-        resolved = _name_uri_pairs(os.environ.get("HANLIN_ADAPTERS", ""), "HANLIN_ADAPTERS")
+        resolved = _name_uri_pairs(
+            os.environ.get("HANLIN_ADAPTERS", "").split(","), "HANLIN_ADAPTERS"
+        )
         main_ref = resource.spec.model.training_job_ref
         if main_ref is not None and main_ref.name in resolved:
             merged.append(resolved.pop(main_ref.name))
@@ -156,10 +158,10 @@ def serve(
     run_servers(config, host, port, grpc_port, os.environ.get(api_key_env) or None)
 
 
-def _name_uri_pairs(text: str, where: str) -> dict[str, str]:
-    """`name=uri,name=uri` as a dict; a malformed item is a usage error naming `where`."""
+def _name_uri_pairs(items: list[str], where: str) -> dict[str, str]:
+    """`name=uri` items as a dict; a malformed item is a usage error naming `where`."""
     pairs: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    for item in filter(None, (part.strip() for part in items)):
         name, sep, uri = item.partition("=")
         if not sep or not name or not uri:
             raise typer.BadParameter(f"{item!r}: expected NAME=DIR_OR_URI", param_hint=where)
