@@ -23,7 +23,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,12 +52,6 @@ class Server:
     ready_path: str = "/v1/models"
     env: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=lambda: {"ignore_eos": True})
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @functools.cache
@@ -217,12 +210,14 @@ def main(argv: list[str] | None = None) -> None:
         from hanlin.dev.model import ensure_model
 
         args.model = str(ensure_model())
+    from hanlin.dev.processes import free_port
+
     table: report.Table = {}
     skipped: dict[str, str] = {}
     startup: dict[str, float] = {}
     begun = time.monotonic()
     for name in args.names:
-        port = _port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         try:
             server = build(name, args, port, args.log_dir)

@@ -7,7 +7,6 @@ whole stack (model server, agent server, OpenAI client) works end to end.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,12 @@ import pytest
 
 from hanlin.agent.builtins.calculator import calculator_tool
 from hanlin.agent.runtime import Agent, AgentSettings
+from hanlin.dev.processes import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MAX_STEPS = 3
 CLEAN_FAILURES = ("malformed model output", "maxSteps", "wall-clock budget")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(args: list[str], health: str, timeout: float = 300.0) -> subprocess.Popen[bytes]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
+from hanlin.dev.processes import free_port, terminate
 from hanlin.serve.proto import serve_pb2, serve_pb2_grpc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -24,15 +24,9 @@ MODEL = "smol"
 AUTH = (("authorization", f"Bearer {API_KEY}"),)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def target(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("grpc") / "server.log"
     cmd = [
         sys.executable, "-m", "hanlin.cli", "serve", "--model", str(model_dir), "--port", "0",
@@ -61,8 +55,7 @@ def target(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 time.sleep(0.5)
         yield address
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        terminate(proc, timeout=30)
 
 
 @pytest.fixture(scope="module")

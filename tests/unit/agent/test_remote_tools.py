@@ -9,13 +9,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from scripted_llm import free_port, wait_healthy
+from scripted_llm import wait_healthy
 
 from hanlin.agent.builtins.calculator import calculator_tool
 from hanlin.agent.builtins.retrieval import retrieval_tool
 from hanlin.agent.remote import remote_tools
 from hanlin.agent.runtime import Agent, AgentSettings
 from hanlin.agent.toolspecs import tools_from_specs
+from hanlin.dev.processes import free_port
 
 
 @pytest.fixture(scope="module")

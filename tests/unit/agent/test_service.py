@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from scripted_llm import ScriptedLLM, free_port, serve_scripted, wait_healthy
+from scripted_llm import ScriptedLLM, serve_scripted, wait_healthy
+
+from hanlin.dev.processes import free_port
 
 CALC = 'Thought: compute\nAction: calculator\nAction Input: {"expression": "%s"}'
 

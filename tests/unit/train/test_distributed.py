@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 from train_fixtures import TINY_LLAMA, make_job
-from train_runs import assert_same_model, free_port, run_cli, write_spec
+from train_runs import assert_same_model, run_cli, write_spec
 
+from hanlin.dev.processes import free_port
 from hanlin.train.loop import train
 
 

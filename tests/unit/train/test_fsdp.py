@@ -8,9 +8,10 @@ import pytest
 import torch
 from test_distributed import ddp_spec
 from train_fixtures import make_job
-from train_runs import assert_same_model, free_port, run_cli, tensors, write_spec
+from train_runs import assert_same_model, run_cli, tensors, write_spec
 
 from hanlin import storage
+from hanlin.dev.processes import free_port
 from hanlin.storage import parse_uri
 from hanlin.train.checkpoint import checkpoint_uri
 from hanlin.train.loop import train

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from train_runs import free_port, write_spec
+from train_runs import write_spec
 from typer.testing import CliRunner
 
+from hanlin.dev.processes import free_port
 from hanlin.train.cli import app
 from hanlin.train.distributed import torchrun_argv
 from hanlin.train.progress import Reporter

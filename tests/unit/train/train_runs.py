@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +23,6 @@ def write_spec(path: Path, spec: dict[str, Any]) -> Path:
     }
     path.write_text(yaml.safe_dump(doc))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cmd(spec: Path) -> list[str]:
