@@ -1,8 +1,8 @@
 """The engine core: requests in, incremental outputs out, one scheduler step at a time.
 
 `Engine` is synchronous and single-threaded (the Python API drives it
-directly); `hanlin.serve.async_engine.AsyncEngine` runs it on a background
-thread for the servers. REST and gRPC both sit on `AsyncEngine`.
+directly); `hanlin.serve.async_engine.AsyncEngine` runs it in a process of its
+own for the servers. REST and gRPC both sit on `AsyncEngine`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,48 @@ class RequestOutput:
     completion_tokens: int
     logprobs: list[Logprob] = field(default_factory=list)
     prompt_logprobs: list[Logprob | None] | None = None
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What a request may ask of an engine: checked by the server before it reaches the engine."""
+
+    max_model_len: int
+    vocab_size: int
+    lora_names: tuple[str, ...] = ()
+
+    def adapter_id(self, adapter: str | None) -> int:
+        """0 for the base model, i + 1 for LoRA adapter i; unknown names are a 404."""
+        if adapter is None:
+            return 0
+        if adapter not in self.lora_names:
+            raise RequestError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"no LoRA adapter named {adapter!r} is served here",
+                "model",
+            )
+        return self.lora_names.index(adapter) + 1
+
+    def check(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None) -> None:
+        """Raise `RequestError` if the request can never run (bad params, too long)."""
+        params.validate()
+        self.adapter_id(adapter)
+        if not prompt_ids:
+            raise RequestError(ErrorCode.INVALID_REQUEST, "prompt must not be empty", "prompt")
+        vocab = self.vocab_size
+        if any(t < 0 or t >= vocab for t in prompt_ids):
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST, f"prompt token ids must be in [0, {vocab})", "prompt"
+            )
+        if len(prompt_ids) + params.max_tokens > self.max_model_len:
+            raise RequestError(
+                ErrorCode.CONTEXT_TOO_LONG,
+                f"This model's maximum context length is {self.max_model_len} tokens. "
+                f"However, you requested {len(prompt_ids) + params.max_tokens} tokens "
+                f"({len(prompt_ids)} in the prompt, {params.max_tokens} for the completion). "
+                "Please reduce the prompt or max_tokens.",
+                "prompt",
+            )
 
 
 class Engine:
@@ -90,6 +132,9 @@ class Engine:
             model.cfg.max_position_embeddings,
             capacity,
         )
+        self.limits = RequestLimits(
+            self.max_model_len, model.cfg.vocab_size, tuple(self.lora_names)
+        )
         self.blocks = BlockManager(num_blocks, config.block_size, config.prefix_caching)
         self.scheduler = Scheduler(self.blocks, config.max_batch_tokens, config.max_seqs)
         self.seqs: dict[str, Sequence] = {}
@@ -127,38 +172,13 @@ class Engine:
 
     def adapter_id(self, adapter: str | None) -> int:
         """0 for the base model, i + 1 for LoRA adapter i; unknown names are a 404."""
-        if adapter is None:
-            return 0
-        if adapter not in self.lora_names:
-            raise RequestError(
-                ErrorCode.MODEL_NOT_FOUND,
-                f"no LoRA adapter named {adapter!r} is served here",
-                "model",
-            )
-        return self.lora_names.index(adapter) + 1
+        return self.limits.adapter_id(adapter)
 
     def check_request(
         self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
     ) -> None:
         """Raise `RequestError` if the request can never run (bad params, too long)."""
-        params.validate()
-        self.adapter_id(adapter)
-        if not prompt_ids:
-            raise RequestError(ErrorCode.INVALID_REQUEST, "prompt must not be empty", "prompt")
-        vocab = self.model_config.vocab_size
-        if any(t < 0 or t >= vocab for t in prompt_ids):
-            raise RequestError(
-                ErrorCode.INVALID_REQUEST, f"prompt token ids must be in [0, {vocab})", "prompt"
-            )
-        if len(prompt_ids) + params.max_tokens > self.max_model_len:
-            raise RequestError(
-                ErrorCode.CONTEXT_TOO_LONG,
-                f"This model's maximum context length is {self.max_model_len} tokens. "
-                f"However, you requested {len(prompt_ids) + params.max_tokens} tokens "
-                f"({len(prompt_ids)} in the prompt, {params.max_tokens} for the completion). "
-                "Please reduce the prompt or max_tokens.",
-                "prompt",
-            )
+        self.limits.check(prompt_ids, params, adapter)
 
     def add_request(
         self,

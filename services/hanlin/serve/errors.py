@@ -47,3 +47,7 @@ class RequestError(Exception):
         self.message = message
         self.param = param
         self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[type[RequestError], tuple[object, ...]]:
+        # Errors cross from the engine process to the server: pickle every field.
+        return (RequestError, (self.code, self.message, self.param, self.retry_after_s))

@@ -38,7 +38,7 @@ class InferenceService(_pb2_grpc.InferenceServicer):  # type: ignore[misc]
         self.engine = engine
         self.model_name = model_name
         self.api_key = api_key
-        self.tokenizer: Any = engine.engine.tokenizer
+        self.tokenizer: Any = engine.tokenizer
 
     async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: RequestError) -> None:
         await context.abort(getattr(grpc.StatusCode, exc.code.grpc_status), exc.message)
@@ -55,9 +55,9 @@ class InferenceService(_pb2_grpc.InferenceServicer):  # type: ignore[misc]
             )
 
     def _prepare(self, request: Any) -> tuple[list[int], SamplingParams, str | None]:
-        adapter = request.model if request.model in self.engine.engine.lora_names else None
+        adapter = request.model if request.model in self.engine.limits.lora_names else None
         if request.model != self.model_name and adapter is None:
-            names = ", ".join([self.model_name, *self.engine.engine.lora_names])
+            names = ", ".join([self.model_name, *self.engine.limits.lora_names])
             raise RequestError(
                 ErrorCode.MODEL_NOT_FOUND,
                 f"model {request.model!r} is not served here; use one of {names}",
@@ -130,13 +130,13 @@ class InferenceService(_pb2_grpc.InferenceServicer):  # type: ignore[misc]
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
         """Liveness and load."""
-        core = self.engine.engine
+        state = self.engine.state
         return serve_pb2.HealthResponse(
             serving=self.engine.healthy,
             model=self.model_name,
-            running=len(core.scheduler.running),
-            waiting=core.num_waiting,
-            kv_cache_usage=core.blocks.usage,
+            running=state.running,
+            waiting=state.waiting,
+            kv_cache_usage=state.kv_usage,
         )
 
 

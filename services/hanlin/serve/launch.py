@@ -1,9 +1,8 @@
-"""Start the engine and its transports (REST with uvicorn, gRPC) in one process."""
+"""Start the engine process and its transports (REST with uvicorn, gRPC) in this one."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 from hanlin.serve.config import EngineConfig
@@ -33,14 +32,10 @@ def run_servers(
     import uvicorn
 
     from hanlin.serve.async_engine import AsyncEngine
-    from hanlin.serve.engine import Engine
     from hanlin.serve.router import create_app
 
-    core = Engine(config)
-    sys.stderr.write(core.describe() + "\n")
-    sys.stderr.flush()
-    engine = AsyncEngine(core)
-    engine.start()
+    engine = AsyncEngine(config)
+    engine.start()  # the engine process logs how it runs once the model is loaded
 
     async def main() -> None:
         grpc_server = None

@@ -48,15 +48,29 @@ class EngineMetrics:
             "hanlin_requests_finished", "Finished sequences by reason.", ["reason"], registry=r
         )
         self.aborted = Counter("hanlin_requests_aborted", "Sequences aborted.", registry=r)
-        self.rejected = Counter(
-            "hanlin_requests_rejected", "Requests refused by code.", ["code"], registry=r
-        )
 
     def set_state(self, running: int, waiting: int, kv_usage: float) -> None:
         """Update the gauges after a step."""
         self.running.set(running)
         self.waiting.set(waiting)
         self.kv_usage.set(kv_usage)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return bytes(generate_latest(self.registry))
+
+
+class ServerMetrics:
+    """What the server process counts itself: requests refused before reaching the engine."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.rejected = Counter(
+            "hanlin_requests_rejected",
+            "Requests refused by code.",
+            ["code"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

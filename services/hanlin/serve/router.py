@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
@@ -64,18 +63,11 @@ async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
 
 
 def create_app(engine: AsyncEngine, model_name: str, api_key: str | None = None) -> FastAPI:
-    """The REST app over a started-on-startup `AsyncEngine`."""
+    """The REST app over a started `AsyncEngine` (the caller starts and stops it)."""
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if not engine.healthy:
-            engine.start()
-        yield
-        engine.stop()
-
-    app = FastAPI(title="Hanlin serve", lifespan=lifespan)
+    app = FastAPI(title="Hanlin serve")
     serving = OpenAIServing(engine, model_name)
-    metrics = engine.engine.metrics
+    metrics = engine.metrics
 
     async def authorize(request: Request) -> None:
         if api_key is None:
@@ -107,7 +99,9 @@ def create_app(engine: AsyncEngine, model_name: str, api_key: str | None = None)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(
+            await engine.render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     @app.get("/v1/models", dependencies=[Depends(authorize)])
     async def models() -> ModelList:

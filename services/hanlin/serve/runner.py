@@ -9,9 +9,6 @@ import torch
 from hanlin.serve.lora import LoRAContext
 from hanlin.serve.model import AttentionBatch, LlamaModel
 
-#: steps with at most this many tokens run on one thread (see `ModelRunner.execute`)
-SMALL_STEP_TOKENS = 2
-
 
 @dataclass
 class StepInputs:
@@ -35,7 +32,6 @@ class ModelRunner:
     def __init__(self, model: LlamaModel, num_blocks: int, block_size: int) -> None:
         self.model = model
         self.lora: LoRAContext | None = None
-        self.threads = torch.get_num_threads()
         kv_heads = model.decoder_layers()[0].kv_heads
         shape = (num_blocks * block_size, kv_heads, model.cfg.head_dim)
         dtype = model.embed.weight.dtype
@@ -86,12 +82,6 @@ class ModelRunner:
         batch = self._attention_batch(s)
         if self.lora is not None:
             self.lora.groups = s.lora_groups
-        # A step of one or two tokens is a long chain of tiny kernels: a second thread saves
-        # little there, and a serving process has other threads (the HTTP event loop) that
-        # preempt a team member and stall every barrier. Bigger steps use every thread.
-        threads = 1 if s.input_ids.numel() <= SMALL_STEP_TOKENS else self.threads
-        if threads != torch.get_num_threads():
-            torch.set_num_threads(threads)
         logits: torch.Tensor = self.model(
             s.input_ids, s.positions, self.caches, batch, s.logit_rows
         )

@@ -95,9 +95,9 @@ class OpenAIServing:
     def __init__(self, engine: AsyncEngine, model_name: str) -> None:
         self.engine = engine
         self.model_name = model_name
-        self.tokenizer: Any = engine.engine.tokenizer
-        self.max_model_len = engine.engine.max_model_len
-        self.adapters: list[str] = list(engine.engine.lora_names)
+        self.tokenizer: Any = engine.tokenizer
+        self.max_model_len = engine.limits.max_model_len
+        self.adapters: list[str] = list(engine.limits.lora_names)
         self._renders_tools: bool | None = None
 
     def template_renders_tools(self) -> bool:
