@@ -59,11 +59,12 @@ def weight_bytes_per_step(model: torch.nn.Module) -> int:
     """
     from hanlin.quant import QuantLinear
     from hanlin.serve.model import LlamaModel
+    from hanlin.serve.packed import PackedLinear
 
     assert isinstance(model, LlamaModel)
     total = 0
     for module in model.modules():
-        if isinstance(module, QuantLinear):
+        if isinstance(module, (QuantLinear, PackedLinear)):
             total += module.read_bytes()
             continue
         if module is model.embed:

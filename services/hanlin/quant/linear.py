@@ -283,4 +283,9 @@ def quantized_bytes(model: nn.Module) -> int:
             continue
         seen.add(t.data_ptr())
         total += t.numel() * t.element_size()
+    for module in model.modules():
+        # Weights packed for oneDNN are opaque tensors held outside the buffers.
+        packed = getattr(module, "packed", None)
+        if isinstance(packed, torch.Tensor) and packed.layout != torch.strided:
+            total += packed.numel() * packed.element_size()
     return total

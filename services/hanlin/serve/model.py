@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hanlin.serve.adapters import merge_adapters
+from hanlin.serve.packed import PackedLinear, can_pack
 
 # int4 groups of 32 input columns: the grid SmolLM2's GGUF (Q4_1) ships on.
 QUANT_GROUP_SIZE = 32
@@ -254,7 +255,8 @@ class LlamaModel(nn.Module):
         self.head: torch.Tensor | None = None
         if not cfg.tie_word_embeddings:
             self.register_buffer("head", torch.empty(cfg.vocab_size, cfg.hidden_size))
-        # A quantized output head (tied or not), set by `load_model` when quantizing.
+        # The output head as a module (tied or not), set by `load_model`: quantized, or
+        # with its weight packed for oneDNN.
         self.head_proj: nn.Module | None = None
         self.register_buffer("inv_freq", _inv_freq(cfg), persistent=False)
         # cos/sin of every position, in the compute dtype (`set_rope_tables`): a decode
@@ -351,6 +353,8 @@ def load_model(
         # bf16 activations always take the packed kernels: one copy of the codes suffices.
         _quantize(model, quantization, drop_reference=dtype == torch.bfloat16)
     _cast(model, dtype)
+    if (not quantization or quantization == "none") and can_pack(dtype):
+        _pack(model)
     model.set_rope_tables(dtype)
     model.requires_grad_(False)
     return model.eval()
@@ -377,6 +381,20 @@ def _quantize(model: LlamaModel, quantization: str, drop_reference: bool) -> Non
     for module in model.modules():
         if isinstance(module, QuantLinear):
             module.pack_for_cpu(drop_reference=drop_reference)
+
+
+def _pack(model: LlamaModel) -> None:
+    """Move every linear layer and the head onto oneDNN packed weights (`PackedLinear`).
+
+    A tied head gets a packed copy of the embedding table (the embedding lookup
+    keeps the plain one); an untied head's plain weight is dropped.
+    """
+    for layer in model.decoder_layers():
+        for attr in ("qkv", "o", "gate_up", "down"):
+            setattr(layer, attr, PackedLinear.from_linear(getattr(layer, attr)))
+    head = model.embed.weight if model.head is None else model.head
+    model.head_proj = PackedLinear(head)
+    model.head = None
 
 
 def _cast(model: LlamaModel, dtype: torch.dtype) -> None:
