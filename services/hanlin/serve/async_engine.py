@@ -94,6 +94,9 @@ class AsyncEngine:
         """Start the engine process and wait until its model is loaded (raises if it fails)."""
         from transformers import AutoTokenizer
 
+        # The tokenizer first: an engine sizing its KV cache from the memory left
+        # (kvCacheFraction) then sees this process's share already taken.
+        self.tokenizer = AutoTokenizer.from_pretrained(self.config.model)
         ctx = multiprocessing.get_context("spawn")
         from_engine, engine_out = ctx.Pipe(duplex=False)
         engine_in, to_engine = ctx.Pipe(duplex=False)
@@ -105,7 +108,6 @@ class AsyncEngine:
         engine_in.close()
         engine_out.close()
         self._proc, self._to_engine, self._from_engine = proc, to_engine, from_engine
-        self.tokenizer = AutoTokenizer.from_pretrained(self.config.model)
         if not from_engine.poll(self.start_timeout):
             self.stop()
             raise EngineDied(f"the engine did not load its model within {self.start_timeout:.0f} s")

@@ -96,10 +96,11 @@ class AttentionBatch:
     """Per-step attention metadata, built once and shared by every layer."""
 
     slot_mapping: torch.Tensor  # [T] flat cache slot for each new token
-    decode_rows: torch.Tensor  # [B] rows of the flat batch that are single decode tokens
-    decode_slots: torch.Tensor  # [B, L] cache slots of each decode sequence's context
-    decode_mask: torch.Tensor | None  # [B, 1, 1, L] additive: 0 real context, -inf padding;
-    # None when no context is padded
+    num_decode: int  # rows [0, B) of the flat batch are single decode tokens
+    decode_groups: list[tuple[torch.Tensor, torch.Tensor | None]]
+    # decode rows in consecutive groups of similar context length: (cache slots of each
+    # row's context [n, W], additive mask [n, 1, 1, W] (0 context, -inf padding) or None
+    # when no context in the group is padded)
     prefills: list[tuple[int, int, torch.Tensor, torch.Tensor | None]]
     # (first row, rows, context slots [ctx], causal mask [rows, ctx] or None for plain causal)
     all_decode: bool = False  # every row is a decode token, rows in order (no prefills)
@@ -199,29 +200,51 @@ class DecoderLayer(nn.Module):
     def _decode_attention(
         self, q: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], batch: AttentionBatch
     ) -> torch.Tensor:
-        """One query token per sequence ([B, H, D]) over its cached context."""
+        """One query token per sequence ([B, H, D]) over its cached context.
+
+        Contexts are gathered from the paged cache padded to the longest of their
+        group; grouping by length keeps short contexts from reading a long one's width.
+        """
+        if len(batch.decode_groups) == 1:
+            slots, mask = batch.decode_groups[0]
+            return self._attend_group(q, cache, slots, mask)
+        outs = []
+        row = 0
+        for slots, mask in batch.decode_groups:
+            n = slots.shape[0]
+            outs.append(self._attend_group(q[row : row + n], cache, slots, mask))
+            row += n
+        return torch.cat(outs)
+
+    def _attend_group(
+        self,
+        q: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor],
+        slots: torch.Tensor,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         b, d = q.shape[0], self.head_dim
         k_cache, v_cache = cache
         # index_select on the flat slots: a fraction of advanced indexing's overhead.
-        slots = batch.decode_slots.reshape(-1)
-        shape = (b, batch.decode_slots.shape[1], self.kv_heads, d)
-        kd = k_cache.index_select(0, slots).view(shape).transpose(1, 2)  # [B, KV, L, D]
-        vd = v_cache.index_select(0, slots).view(shape).transpose(1, 2)
+        flat = slots.reshape(-1)
+        shape = (b, slots.shape[1], self.kv_heads, d)
+        kd = k_cache.index_select(0, flat).view(shape).transpose(1, 2)  # [B, KV, L, D]
+        vd = v_cache.index_select(0, flat).view(shape).transpose(1, 2)
         # Query heads sharing a key/value head become that head's G query rows: no
         # K/V expansion, and several times faster than enable_gqa on the CPU (bf16 most).
         qg = q.reshape(b, self.kv_heads, self.heads // self.kv_heads, d)
-        out = F.scaled_dot_product_attention(qg, kd, vd, attn_mask=batch.decode_mask)
+        out = F.scaled_dot_product_attention(qg, kd, vd, attn_mask=mask)
         return out.reshape(b, self.heads, d)
 
     def _mixed_attention(
         self, q: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], batch: AttentionBatch
     ) -> torch.Tensor:
-        """Attention for a batch mixing decode tokens and prefill chunks."""
+        """Attention for a batch of decode tokens (rows [0, B)) and prefill chunks."""
         k_cache, v_cache = cache
         out = torch.empty_like(q)
-        if batch.decode_rows.numel():
-            od = self._decode_attention(q.index_select(0, batch.decode_rows), cache, batch)
-            out.index_copy_(0, batch.decode_rows, od)
+        if batch.num_decode:
+            b = batch.num_decode
+            out[:b] = self._decode_attention(q[:b], cache, batch)
         for start, rows, slots, mask in batch.prefills:
             qp = q[start : start + rows].transpose(0, 1).unsqueeze(0)  # [1, H, R, D]
             kp = k_cache.index_select(0, slots).transpose(0, 1).unsqueeze(0)  # [1, KV, C, D]

@@ -17,9 +17,9 @@ class StepInputs:
     input_ids: torch.Tensor  # [T]
     positions: torch.Tensor  # [T]
     slot_mapping: torch.Tensor  # [T]
-    decode_rows: torch.Tensor  # [B]
-    decode_slots: torch.Tensor  # [B, L]
-    decode_lens: torch.Tensor  # [B]
+    decode_groups: list[tuple[torch.Tensor, torch.Tensor]]
+    # decode tokens are rows [0, B), shortest context first, in groups of similar
+    # context length: (context slots [n, W], context lengths [n]) per group
     prefills: list[tuple[int, int, torch.Tensor]]  # (first row, rows, context slots)
     logit_rows: torch.Tensor  # [R]
     lora_groups: list[tuple[int, torch.Tensor]] = field(default_factory=list)
@@ -49,15 +49,20 @@ class ModelRunner:
         return 2 * model.cfg.num_layers * layer.kv_heads * model.cfg.head_dim * size
 
     def _attention_batch(self, s: StepInputs) -> AttentionBatch:
-        width = s.decode_slots.shape[1] if s.decode_slots.ndim == 2 else 0
-        mask: torch.Tensor | None = None
-        if s.decode_lens.numel() and bool((s.decode_lens != width).any()):
-            # Padded contexts need a mask; equal lengths (always so at batch 1) need none.
-            # Additive, in the compute dtype: SDPA's CPU kernels are much faster with it
-            # than with a boolean mask.
-            pad = torch.arange(width)[None, :] >= s.decode_lens[:, None]
-            mask = torch.zeros(pad.shape, dtype=self.dtype).masked_fill_(pad, float("-inf"))
-            mask = mask[:, None, None, :]
+        groups: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        num_decode = 0
+        for slots, lens in s.decode_groups:
+            width = slots.shape[1]
+            num_decode += slots.shape[0]
+            mask: torch.Tensor | None = None
+            if bool((lens != width).any()):
+                # Padded contexts need a mask; equal lengths (always so at batch 1) need
+                # none. Additive, in the compute dtype: SDPA's CPU kernels are much
+                # faster with it than with a boolean mask.
+                pad = torch.arange(width)[None, :] >= lens[:, None]
+                mask = torch.zeros(pad.shape, dtype=self.dtype).masked_fill_(pad, float("-inf"))
+                mask = mask[:, None, None, :]
+            groups.append((slots, mask))
         prefills: list[tuple[int, int, torch.Tensor, torch.Tensor | None]] = []
         for start, rows, slots in s.prefills:
             ctx = slots.numel()
@@ -69,11 +74,10 @@ class ModelRunner:
             prefills.append((start, rows, slots, causal))
         return AttentionBatch(
             slot_mapping=s.slot_mapping,
-            decode_rows=s.decode_rows,
-            decode_slots=s.decode_slots,
-            decode_mask=mask,
+            num_decode=num_decode,
+            decode_groups=groups,
             prefills=prefills,
-            all_decode=not prefills and s.decode_rows.numel() == s.input_ids.numel(),
+            all_decode=not prefills and num_decode == s.input_ids.numel(),
         )
 
     @torch.inference_mode()

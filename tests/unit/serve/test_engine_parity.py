@@ -39,3 +39,48 @@ def test_greedy_matches_hf_generate(
         assert result.outputs[0].finish_reason == "length"
     assert (llm.engine.scheduler.num_preemptions > 0) == expect_preemption
     assert llm.engine.blocks.usage == 0.0
+
+
+def test_decode_groups_of_very_different_lengths_match_hf(
+    model_dir: Path, hf_model: Any, tokenizer: Any
+) -> None:
+    """Contexts of 6 to ~700 tokens decode in length groups; every row still equals HF."""
+    import torch
+
+    story = "The old lighthouse keeper climbed the stairs every evening to light the lamp. "
+    prompts = ["The capital of France is", story * 3, story * 20, story * 45]
+    expected = []
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            gen = hf_model.generate(ids, max_new_tokens=12, do_sample=False)
+        expected.append(gen[0, ids.shape[1] :].tolist())
+
+    llm = LLM(model_dir, max_batch_tokens=2048)
+    seen_groups: list[list[int]] = []
+    execute = llm.engine.runner.execute
+
+    def recording(inputs: Any) -> Any:
+        seen_groups.append([slots.shape[0] for slots, _ in inputs.decode_groups])
+        return execute(inputs)
+
+    llm.engine.runner.execute = recording  # type: ignore[method-assign]
+    results = llm.generate(prompts, SamplingParams(max_tokens=12, temperature=0, ignore_eos=True))
+    assert [r.outputs[0].token_ids for r in results] == expected
+    # All four decoded together, split by length: the short pair apart from the long pair.
+    assert [2, 2] in seen_groups or [1, 1, 2] in seen_groups, seen_groups
+
+
+def test_length_groups_bound_padding() -> None:
+    from hanlin.serve.engine import GROUP_SAVING_SLOTS, _length_groups
+
+    assert _length_groups([]) == []
+    assert _length_groups([7]) == [(0, 1)]
+    # Close lengths stay one group (one kernel call beats a little padding).
+    assert _length_groups([100, 110, 120, 130]) == [(0, 4)]
+    lens = [5, 6, 8, 300, 310, 900]
+    groups = _length_groups(lens)
+    assert groups[0] == (0, 3) and groups[-1][1] == len(lens)
+    for lo, hi in groups:  # no group pads more than the bound per added row
+        padding = sum(lens[hi - 1] - n for n in lens[lo:hi])
+        assert padding <= GROUP_SAVING_SLOTS * (hi - lo)
