@@ -110,3 +110,26 @@ def test_engine_never_outlives_its_server(
         assert _gone(server, 30)
         # SIGTERM: the server stops its engine; SIGKILL: the engine sees its pipe close.
         assert _gone(engine, 30), f"engine {engine} outlived its server ({sig.name})"
+
+
+def test_engine_that_cannot_load_is_a_clear_exit(model_dir: Path, tmp_path: Path) -> None:
+    """A model the engine refuses (here: rope scaling) ends `hanlin serve` with the reason."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "model"
+    bad.mkdir()
+    for f in model_dir.iterdir():
+        if f.name != "config.json":
+            (bad / f.name).symlink_to(f)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["rope_scaling"] = {"rope_type": "linear", "factor": 2.0}
+    (bad / "config.json").write_text(json.dumps(config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "hanlin.cli", "serve", "--model", str(bad), "--port", "0"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("hanlin serve: the engine failed to start: ValueError:"), last
+    assert "rope_scaling" in last

@@ -120,7 +120,7 @@ class AsyncEngine:
             ) from None
         if kind != "ready":
             proc.join(timeout=30)
-            raise EngineDied(f"the engine failed to start:\n{payload}")
+            raise EngineDied(f"the engine failed to start: {payload}")
         self._info = payload
         for target, name in (
             (self._send_loop, "hanlin-engine-send"),
@@ -378,8 +378,9 @@ def _engine_main(config: EngineConfig, inbox: Connection, outbox: Connection) ->
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         engine = Engine(config)
-    except BaseException:
-        outbox.send(("failed", traceback.format_exc()))
+    except BaseException as exc:
+        traceback.print_exc()  # the whole story in the server's log; the cause to the server
+        outbox.send(("failed", "".join(traceback.format_exception_only(exc)).strip()))
         return
     sys.stderr.write(engine.describe() + "\n")
     sys.stderr.flush()

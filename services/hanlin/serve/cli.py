@@ -155,7 +155,13 @@ def serve(
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
-    run_servers(config, host, port, grpc_port, os.environ.get(api_key_env) or None)
+    from hanlin.serve.async_engine import EngineDied
+
+    try:
+        run_servers(config, host, port, grpc_port, os.environ.get(api_key_env) or None)
+    except EngineDied as err:
+        typer.echo(f"hanlin serve: {err}", err=True)
+        raise typer.Exit(1) from err
 
 
 def _name_uri_pairs(items: list[str], where: str) -> dict[str, str]:
