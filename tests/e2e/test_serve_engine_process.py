@@ -95,6 +95,35 @@ def test_killed_engine_fails_streams_and_health(model_dir: Path, tmp_path: Path)
         assert resp.json()["error"]["type"] == "server_error"
 
 
+def test_server_process_holds_no_torch(model_dir: Path, tmp_path: Path) -> None:
+    """Only the engine process loads torch; the server's tokenizer is the engine's class."""
+    with hanlin_server(["serve", "--model", str(model_dir), *ARGS], tmp_path / "s.log") as url:
+        server = _server_pid(url)
+        engine = _engine_pid(server)
+        assert "libtorch" not in Path(f"/proc/{server}/maps").read_text()
+        assert "libtorch" in Path(f"/proc/{engine}/maps").read_text()
+        chat = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "Hi"}],
+                  "max_tokens": 4, "temperature": 0},
+        )  # fmt: skip
+        assert chat.status_code == 200, chat.text
+
+
+def test_tokenizer_of_another_class_falls_back_to_auto(model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from hanlin.serve.async_engine import load_tokenizer
+
+    auto = AutoTokenizer.from_pretrained(model_dir)
+    engine_class = f"{type(auto).__module__}.{type(auto).__qualname__}"
+    text = "Hello, world: tokenizers agree?"
+    for name in (engine_class, "somewhere.else.NotATokenizer"):
+        tok = load_tokenizer(model_dir, name)
+        assert type(tok) is type(auto)
+        assert tok(text).input_ids == auto(text).input_ids
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_engine_never_outlives_its_server(
     model_dir: Path, tmp_path: Path, sig: signal.Signals

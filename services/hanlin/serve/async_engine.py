@@ -31,13 +31,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hanlin.serve.config import EngineConfig
-from hanlin.serve.engine import Engine, RequestLimits, RequestOutput
 from hanlin.serve.errors import ErrorCode, RequestError
 from hanlin.serve.metrics import ServerMetrics
+from hanlin.serve.outputs import RequestLimits, RequestOutput
 from hanlin.serve.params import SamplingParams
+
+if TYPE_CHECKING:
+    from hanlin.serve.engine import Engine
 
 _ids = itertools.count()
 _tokens = itertools.count()
@@ -58,6 +61,7 @@ class EngineInfo:
 
     limits: RequestLimits
     description: str
+    tokenizer_class: str  # module.qualname of the engine's tokenizer
 
 
 class EngineDied(RuntimeError):
@@ -92,11 +96,6 @@ class AsyncEngine:
 
     def start(self) -> None:
         """Start the engine process and wait until its model is loaded (raises if it fails)."""
-        from transformers import AutoTokenizer
-
-        # The tokenizer first: an engine sizing its KV cache from the memory left
-        # (kvCacheFraction) then sees this process's share already taken.
-        self.tokenizer = AutoTokenizer.from_pretrained(self.config.model)
         ctx = multiprocessing.get_context("spawn")
         from_engine, engine_out = ctx.Pipe(duplex=False)
         engine_in, to_engine = ctx.Pipe(duplex=False)
@@ -122,6 +121,7 @@ class AsyncEngine:
             proc.join(timeout=30)
             raise EngineDied(f"the engine failed to start: {payload}")
         self._info = payload
+        self.tokenizer = load_tokenizer(self.config.model, payload.tokenizer_class)
         for target, name in (
             (self._send_loop, "hanlin-engine-send"),
             (self._read_loop, "hanlin-engine-read"),
@@ -359,6 +359,22 @@ class RequestStream:
             self.abort()
 
 
+def load_tokenizer(model_dir: object, engine_class: str) -> Any:
+    """The engine's tokenizer, loaded by its own class so this process needs no torch.
+
+    `AutoTokenizer` imports torch (hundreds of MB in a process that never computes);
+    the class it picked in the engine, imported by name from transformers, does not.
+    Any other class falls back to `AutoTokenizer`.
+    """
+    import transformers
+
+    name = engine_class.rpartition(".")[2]
+    cls = getattr(transformers, name, None)
+    if cls is None or f"{cls.__module__}.{cls.__qualname__}" != engine_class:
+        return transformers.AutoTokenizer.from_pretrained(model_dir)
+    return cls.from_pretrained(model_dir)
+
+
 def _put_all(items: list[tuple[asyncio.Queue[object], object]]) -> None:
     for queue_, item in items:
         queue_.put_nowait(item)
@@ -376,6 +392,8 @@ def _engine_main(config: EngineConfig, inbox: Connection, outbox: Connection) ->
     """Load the engine, then step it while requests run; exit on "stop" or when the server goes."""
     # Ctrl-C reaches the whole process group: the server stops the engine itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from hanlin.serve.engine import Engine  # torch lives in this process only
+
     try:
         engine = Engine(config)
     except BaseException as exc:
@@ -384,7 +402,9 @@ def _engine_main(config: EngineConfig, inbox: Connection, outbox: Connection) ->
         return
     sys.stderr.write(engine.describe() + "\n")
     sys.stderr.flush()
-    outbox.send(("ready", EngineInfo(engine.limits, engine.describe())))
+    kind = type(engine.tokenizer)
+    info = EngineInfo(engine.limits, engine.describe(), f"{kind.__module__}.{kind.__qualname__}")
+    outbox.send(("ready", info))
     try:
         _serve(engine, inbox, outbox)
     except (EOFError, BrokenPipeError):  # the server process is gone

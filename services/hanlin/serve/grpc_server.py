@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 
 from hanlin.serve.async_engine import AsyncEngine
-from hanlin.serve.engine import Logprob, RequestOutput
 from hanlin.serve.errors import ErrorCode, RequestError
+from hanlin.serve.outputs import Logprob, RequestOutput
 from hanlin.serve.params import SamplingParams
 from hanlin.serve.proto import serve_pb2 as _pb2
 from hanlin.serve.proto import serve_pb2_grpc as _pb2_grpc

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from hanlin.serve.config import EngineConfig
-from hanlin.serve.engine import Engine, Logprob
+from hanlin.serve.engine import Engine
+from hanlin.serve.outputs import Logprob
 from hanlin.serve.params import SamplingParams
 
 

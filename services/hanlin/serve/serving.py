@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hanlin.serve.async_engine import AsyncEngine, RequestStream
-from hanlin.serve.engine import Logprob, RequestOutput
 from hanlin.serve.errors import ErrorCode, RequestError
+from hanlin.serve.outputs import Logprob, RequestOutput
 from hanlin.serve.params import SamplingParams
 from hanlin.serve.protocol import (
     ChatChoice,

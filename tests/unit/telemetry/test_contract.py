@@ -161,15 +161,19 @@ def _check_exposed(registry: CollectorRegistry, module: str) -> None:
 
 
 def test_serving_registry_exposes_the_contract() -> None:
-    from hanlin.serve.metrics import EngineMetrics
+    from hanlin.serve.metrics import EngineMetrics, ServerMetrics
 
-    engine = EngineMetrics()
+    # /metrics serves the server process's registry followed by the engine process's.
+    engine, server = EngineMetrics(), ServerMetrics()
     engine.finished.labels(reason="stop").inc()
-    engine.rejected.labels(code="queue_full").inc()
-    _check_exposed(engine.registry, "hanlin.serve.metrics")
-    assert (
-        "hanlin_requests_finished_total" in _exposed(engine.registry)["hanlin_requests_finished"][1]
-    )
+    server.rejected.labels(code="queue_full").inc()
+    both = CollectorRegistry()
+    both.register(server.registry)
+    both.register(engine.registry)
+    _check_exposed(both, "hanlin.serve.metrics")
+    exposed = _exposed(both)
+    assert "hanlin_requests_finished_total" in exposed["hanlin_requests_finished"][1]
+    assert "hanlin_requests_rejected_total" in exposed["hanlin_requests_rejected"][1]
 
 
 def test_training_and_eval_registries_expose_the_contract() -> None:
