@@ -144,11 +144,14 @@ def ensure_vllm(log: Path) -> Path:
     return python
 
 
-def vllm_command(python: Path, model_dir: str, port: int, max_len: int) -> list[str]:
-    """vLLM's OpenAI server over the HF safetensors dir, fp32 (what runs on this CPU class)."""
+def vllm_command(
+    python: Path, model_dir: str, port: int, max_len: int, dtype: str = "float32"
+) -> list[str]:
+    """vLLM's OpenAI server over the HF safetensors dir: fp32 (the issue's known settings),
+    or bfloat16, which also runs on CPUs with AVX512-BF16."""
     return [
         str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-        "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", dtype, "--host", "127.0.0.1", "--port", str(port),
         "--served-model-name", "m", "--max-model-len", str(max_len),
         "--uvicorn-log-level", "warning",
     ]  # fmt: skip

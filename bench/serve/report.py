@@ -44,7 +44,8 @@ def goals(
 ) -> list[Goal]:
     """The issue's goals for every Hanlin variant in the table.
 
-    At `high` clients: output tok/s >= 4x naive HF, >= 2.5x llama.cpp, >= 1x vLLM,
+    At `high` clients: output tok/s >= 4x naive HF, >= 2.5x llama.cpp, >= 1x vLLM (fp32
+    and bf16),
     and TTFT p50 no worse than naive HF. At `low` clients the int4 variant's
     output tok/s >= 1x llama.cpp (skipped when low is None). Peers not in `requested` (default: all) are
     left out; a requested peer that did not run gives an unmeasured (NaN) goal.
@@ -57,7 +58,8 @@ def goals(
     out = []
     for h in hanlins:
         tok = _get(table, h, high, "tok_s")
-        for peer, target in (("naive-hf", 4.0), ("llama-cpp", 2.5), ("vllm", 1.0)):
+        peers = (("naive-hf", 4.0), ("llama-cpp", 2.5), ("vllm", 1.0), ("vllm-bf16", 1.0))
+        for peer, target in peers:
             if wanted(peer):
                 value = _ratio(tok, _get(table, peer, high, "tok_s"))
                 out.append(Goal(f"{h} / {peer} output tok/s @{high}", value, target))

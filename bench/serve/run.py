@@ -40,7 +40,9 @@ import loadgen  # noqa: E402
 import peers  # noqa: E402
 import report  # noqa: E402
 
-ALL_SERVERS = ("hanlin", "hanlin-bf16", "hanlin-int4", "naive-hf", "llama-cpp", "vllm")
+ALL_SERVERS = (
+    "hanlin", "hanlin-bf16", "hanlin-int4", "naive-hf", "llama-cpp", "vllm", "vllm-bf16",
+)  # fmt: skip
 MAX_MODEL_LEN = 2048  # longest workload prompt (400 words) plus 128 output tokens fits
 
 
@@ -88,9 +90,10 @@ def build(name: str, args: argparse.Namespace, port: int, logs: Path) -> Server:
         python = peers.ensure_llama_cpp(logs / "bench-serve-llama-cpp-install.log")
         cmd = peers.llama_cpp_command(python, port, args.threads, MAX_MODEL_LEN)
         return Server(cmd, extra=peers.LLAMA_CPP_EXTRA)
-    if name == "vllm":
+    if name in ("vllm", "vllm-bf16"):
         python = peers.ensure_vllm(logs / "bench-serve-vllm-install.log")
-        cmd = peers.vllm_command(python, args.model, port, MAX_MODEL_LEN)
+        dtype = "bfloat16" if name == "vllm-bf16" else "float32"
+        cmd = peers.vllm_command(python, args.model, port, MAX_MODEL_LEN, dtype)
         return Server(cmd, env=peers.vllm_env(args.threads))
     raise ValueError(f"--servers: unknown server {name!r} (known: {', '.join(ALL_SERVERS)})")
 
