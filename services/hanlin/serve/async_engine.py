@@ -60,7 +60,6 @@ class EngineInfo:
     """What the server learns from the engine once it has loaded the model."""
 
     limits: RequestLimits
-    description: str
     tokenizer_class: str  # module.qualname of the engine's tokenizer
 
 
@@ -78,7 +77,7 @@ class AsyncEngine:
         self.state = EngineState()
         self.error: BaseException | None = None
         self.tokenizer: Any = None
-        self._info: EngineInfo | None = None
+        self._limits: RequestLimits | None = None
         self._proc: BaseProcess | None = None
         self._to_engine: Connection | None = None
         self._from_engine: Connection | None = None
@@ -120,7 +119,7 @@ class AsyncEngine:
         if kind != "ready":
             proc.join(timeout=30)
             raise EngineDied(f"the engine failed to start: {payload}")
-        self._info = payload
+        self._limits = payload.limits
         self.tokenizer = load_tokenizer(self.config.model, payload.tokenizer_class)
         for target, name in (
             (self._send_loop, "hanlin-engine-send"),
@@ -152,16 +151,11 @@ class AsyncEngine:
         self._proc = None
 
     @property
-    def info(self) -> EngineInfo:
-        """Limits and description of the started engine."""
-        if self._info is None:
-            raise RuntimeError("the engine is not started")
-        return self._info
-
-    @property
     def limits(self) -> RequestLimits:
         """Context length, vocabulary and served adapters of the started engine."""
-        return self.info.limits
+        if self._limits is None:
+            raise RuntimeError("the engine is not started")
+        return self._limits
 
     @property
     def healthy(self) -> bool:
@@ -248,12 +242,6 @@ class AsyncEngine:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def check(
-        self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
-    ) -> None:
-        """Validate a request without queueing it."""
-        self.limits.check(prompt_ids, params, adapter)
-
     def submit(
         self,
         prompt_ids: list[int],
@@ -292,17 +280,6 @@ class AsyncEngine:
         """Abort a request (the engine frees its blocks before its next step)."""
         if self._streams.pop(request_id, None) is not None:
             self._outbox.put(("abort", request_id))
-
-    async def generate(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        request_id: str | None = None,
-        adapter: str | None = None,
-    ) -> AsyncIterator[RequestOutput]:
-        """Stream outputs of one sequence; closing the iterator early aborts it."""
-        async for out in self.submit(prompt_ids, params, request_id, adapter):
-            yield out
 
     async def render_metrics(self, timeout: float = 10.0) -> bytes:
         """The Prometheus text of the server and of the engine (its part asked for now)."""
@@ -403,8 +380,7 @@ def _engine_main(config: EngineConfig, inbox: Connection, outbox: Connection) ->
     sys.stderr.write(engine.describe() + "\n")
     sys.stderr.flush()
     kind = type(engine.tokenizer)
-    info = EngineInfo(engine.limits, engine.describe(), f"{kind.__module__}.{kind.__qualname__}")
-    outbox.send(("ready", info))
+    outbox.send(("ready", EngineInfo(engine.limits, f"{kind.__module__}.{kind.__qualname__}")))
     try:
         _serve(engine, inbox, outbox)
     except (EOFError, BrokenPipeError):  # the server process is gone

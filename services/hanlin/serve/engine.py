@@ -111,16 +111,6 @@ class Engine:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def adapter_id(self, adapter: str | None) -> int:
-        """0 for the base model, i + 1 for LoRA adapter i; unknown names are a 404."""
-        return self.limits.adapter_id(adapter)
-
-    def check_request(
-        self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
-    ) -> None:
-        """Raise `RequestError` if the request can never run (bad params, too long)."""
-        self.limits.check(prompt_ids, params, adapter)
-
     def add_request(
         self,
         request_id: str,
@@ -132,10 +122,12 @@ class Engine:
 
         `adapter` names a LoRA adapter of `EngineConfig.lora_adapters` (None: the base model).
         """
-        self.check_request(prompt_ids, params, adapter)
+        self.limits.check(prompt_ids, params, adapter)
         if request_id in self.seqs:
             raise RequestError(ErrorCode.INVALID_REQUEST, f"duplicate request id {request_id}")
-        seq = Sequence(request_id, list(prompt_ids), params, adapter=self.adapter_id(adapter))
+        seq = Sequence(
+            request_id, list(prompt_ids), params, adapter=self.limits.adapter_id(adapter)
+        )
         if params.seed is not None:
             seq.generator = torch.Generator().manual_seed(params.seed)
         seq.detok = Detokenizer(

@@ -205,16 +205,13 @@ class DecoderLayer(nn.Module):
         Contexts are gathered from the paged cache padded to the longest of their
         group; grouping by length keeps short contexts from reading a long one's width.
         """
-        if len(batch.decode_groups) == 1:
-            slots, mask = batch.decode_groups[0]
-            return self._attend_group(q, cache, slots, mask)
         outs = []
         row = 0
         for slots, mask in batch.decode_groups:
             n = slots.shape[0]
             outs.append(self._attend_group(q[row : row + n], cache, slots, mask))
             row += n
-        return torch.cat(outs)
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def _attend_group(
         self,
