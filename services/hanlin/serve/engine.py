@@ -193,9 +193,12 @@ class Engine:
             logit_rows.extend(rows)
             logit_owner.extend([i] * len(rows))
         groups = []
-        for lo, hi in _length_groups(decode_lens):
+        # The C++ decode kernel reads each context at its own length: one group does.
+        paged = self.runner.model.ops.paged_decode
+        spans = [(0, len(decode_lens))] if paged and decode_lens else _length_groups(decode_lens)
+        for lo, hi in spans:
             width = decode_lens[hi - 1]
-            table_slots = _table_slots(decode_tables[lo:hi], bs)[:, :width]
+            table_slots = _table_slots(decode_tables[lo:hi], bs)[:, :width].contiguous()
             groups.append((table_slots, torch.tensor(decode_lens[lo:hi], dtype=torch.long)))
         inputs = StepInputs(
             input_ids=torch.tensor(ids, dtype=torch.long),

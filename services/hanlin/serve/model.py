@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hanlin.serve import kernels
 from hanlin.serve.adapters import merge_adapters
+from hanlin.serve.kernels import TorchOps
 from hanlin.serve.packed import PackedLinear, can_pack
 
 # int4 groups of 32 input columns: the grid SmolLM2's GGUF (Q4_1) ships on.
@@ -97,10 +99,11 @@ class AttentionBatch:
 
     slot_mapping: torch.Tensor  # [T] flat cache slot for each new token
     num_decode: int  # rows [0, B) of the flat batch are single decode tokens
-    decode_groups: list[tuple[torch.Tensor, torch.Tensor | None]]
-    # decode rows in consecutive groups of similar context length: (cache slots of each
-    # row's context [n, W], additive mask [n, 1, 1, W] (0 context, -inf padding) or None
-    # when no context in the group is padded)
+    decode_groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+    # decode rows in consecutive groups (of similar context length for the torch path):
+    # (cache slots of each row's context [n, W], context lengths [n], additive mask
+    # [n, 1, 1, W] (0 context, -inf padding) for the torch path, or None when it needs
+    # none (no padded context, or the C++ kernel, which reads only each row's length))
     prefills: list[tuple[int, int, torch.Tensor, torch.Tensor | None]]
     # (first row, rows, context slots [ctx], causal mask [rows, ctx] or None for plain causal)
     all_decode: bool = False  # every row is a decode token, rows in order (no prefills)
@@ -128,15 +131,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(size), requires_grad=False)
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # One fused kernel for the fp32 normalisation (same result as
-        # x * rsqrt(mean(x^2) + eps)); the weight multiplies in the compute dtype.
-        h = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
-        return self.weight * h.to(x.dtype)
-
 
 class DecoderLayer(nn.Module):
-    """One transformer block; heads and MLP columns are this rank's shard."""
+    """One transformer block; heads and MLP columns are this rank's shard.
+
+    The small ops between the matmuls (add + norm, rotary + cache write, SiLU,
+    decode attention) go through `ops`: fused C++ kernels on the CPU, torch ops
+    elsewhere (`hanlin.serve.kernels`).
+    """
 
     def __init__(self, cfg: ModelConfig, tp: TensorParallel, qkv_bias: bool) -> None:
         super().__init__()
@@ -158,6 +160,7 @@ class DecoderLayer(nn.Module):
         self.gate_up: nn.Linear = nn.Linear(cfg.hidden_size, 2 * self.inter, bias=False)
         self.down: nn.Linear = nn.Linear(self.inter, cfg.hidden_size, bias=False)
         self.tp = tp
+        self.ops: TorchOps = TorchOps()
 
     def _reduce(self, x: torch.Tensor) -> torch.Tensor:
         if self.tp.size > 1:
@@ -167,49 +170,47 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
+        delta: torch.Tensor | None,
         cos: torch.Tensor,
         sin: torch.Tensor,
         cache: tuple[torch.Tensor, torch.Tensor],
         batch: AttentionBatch,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residual stream `x` plus the previous layer's output `delta` -> (x, this delta).
+
+        The residual add is deferred into the next norm, where the kernels fuse it.
+        """
+        ops = self.ops
         t = x.shape[0]
-        d = self.head_dim
-        qk_heads = self.heads + self.kv_heads
-        qkv = self.qkv.forward(self.input_norm.forward(x))
-        # Rotary embedding on q and k at once. `sin` carries rotate_half's sign
-        # (-sin on the first half), so roll(x) * sin == rotate_half(x) * sin exactly.
-        qk = qkv[:, : qk_heads * d].view(t, qk_heads, d)
-        qk = qk * cos + qk.roll(d // 2, -1) * sin
-        q = qk[:, : self.heads]
-        k = qk[:, self.heads :]
-        v = qkv[:, qk_heads * d :].view(t, self.kv_heads, d)
-        k_cache, v_cache = cache
-        k_cache.index_copy_(0, batch.slot_mapping, k)
-        v_cache.index_copy_(0, batch.slot_mapping, v)
+        x, h = ops.add_rms_norm(x, delta, self.input_norm)
+        qkv = self.qkv.forward(h)
+        q = ops.rotary_cache(qkv, cos, sin, cache, batch.slot_mapping, self.heads, self.kv_heads)
         if batch.all_decode:
             # Every row is one decode token (the common steady state): no row shuffling.
             out = self._decode_attention(q, cache, batch)
         else:
             out = self._mixed_attention(q, cache, batch)
-        x = x + self._reduce(self.o.forward(out.reshape(t, self.heads * d)))
-        gu = self.gate_up.forward(self.post_norm.forward(x))
-        return x + self._reduce(
-            self.down.forward(F.silu(gu[:, : self.inter]) * gu[:, self.inter :])
-        )
+        attn = self._reduce(self.o.forward(out.reshape(t, self.heads * self.head_dim)))
+        x, h = ops.add_rms_norm(x, attn, self.post_norm)
+        return x, self._reduce(self.down.forward(ops.silu_mul(self.gate_up.forward(h))))
 
     def _decode_attention(
         self, q: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], batch: AttentionBatch
     ) -> torch.Tensor:
         """One query token per sequence ([B, H, D]) over its cached context.
 
-        Contexts are gathered from the paged cache padded to the longest of their
-        group; grouping by length keeps short contexts from reading a long one's width.
+        The C++ kernel reads each context straight from the paged cache. The torch
+        path gathers contexts padded to the longest of their group; grouping by
+        length keeps short contexts from reading a long one's width.
         """
         outs = []
         row = 0
-        for slots, mask in batch.decode_groups:
+        for slots, lens, mask in batch.decode_groups:
             n = slots.shape[0]
-            outs.append(self._attend_group(q[row : row + n], cache, slots, mask))
+            if self.ops.paged_decode:
+                outs.append(self.ops.paged_decode_attention(q[row : row + n], cache, slots, lens))
+            else:
+                outs.append(self._attend_group(q[row : row + n], cache, slots, mask))
             row += n
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
@@ -238,7 +239,7 @@ class DecoderLayer(nn.Module):
     ) -> torch.Tensor:
         """Attention for a batch of decode tokens (rows [0, B)) and prefill chunks."""
         k_cache, v_cache = cache
-        out = torch.empty_like(q)
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         if batch.num_decode:
             b = batch.num_decode
             out[:b] = self._decode_attention(q[:b], cache, batch)
@@ -283,6 +284,13 @@ class LlamaModel(nn.Module):
         # step gathers rows instead of computing trig functions.
         self.register_buffer("rope_cos", torch.zeros(0), persistent=False)
         self.register_buffer("rope_sin", torch.zeros(0), persistent=False)
+        self.ops: TorchOps = TorchOps()
+
+    def use_ops(self, ops: TorchOps) -> None:
+        """Run the layers' small ops with `ops` (see `hanlin.serve.kernels`)."""
+        self.ops = ops
+        for layer in self.decoder_layers():
+            layer.ops = ops
 
     def set_rope_tables(self, dtype: torch.dtype) -> None:
         """Compute cos/sin for every position in fp32 and store them in `dtype`."""
@@ -324,13 +332,15 @@ class LlamaModel(nn.Module):
         """Run one step; return fp32 logits for `logit_rows` of the flat batch."""
         x = self.embed(input_ids)
         cos, sin = self.rope(positions)
+        delta: torch.Tensor | None = None
         # forward() directly: module __call__ bookkeeping is a visible share of a
         # batch-1 step (no hooks are used here).
         for layer, cache in zip(self._layers, caches, strict=True):
-            x = layer.forward(x, cos, sin, cache, batch)
+            x, delta = layer.forward(x, delta, cos, sin, cache, batch)
         if logit_rows.numel() != x.shape[0] or not batch.all_decode:
             x = x.index_select(0, logit_rows)
-        h = self.norm.forward(x)
+            delta = None if delta is None else delta.index_select(0, logit_rows)
+        _, h = self.ops.add_rms_norm(x, delta, self.norm)
         if self.head_proj is not None:
             logits: torch.Tensor = self.head_proj.forward(h)
             return logits.float()
@@ -376,6 +386,7 @@ def load_model(
     if (not quantization or quantization == "none") and can_pack(dtype):
         _pack(model)
     model.set_rope_tables(dtype)
+    model.use_ops(kernels.select("cpu", dtype))
     model.requires_grad_(False)
     return model.eval()
 

@@ -49,20 +49,21 @@ class ModelRunner:
         return 2 * model.cfg.num_layers * layer.kv_heads * model.cfg.head_dim * size
 
     def _attention_batch(self, s: StepInputs) -> AttentionBatch:
-        groups: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         num_decode = 0
+        paged = self.model.ops.paged_decode
         for slots, lens in s.decode_groups:
             width = slots.shape[1]
             num_decode += slots.shape[0]
             mask: torch.Tensor | None = None
-            if bool((lens != width).any()):
+            if not paged and bool((lens != width).any()):
                 # Padded contexts need a mask; equal lengths (always so at batch 1) need
                 # none. Additive, in the compute dtype: SDPA's CPU kernels are much
                 # faster with it than with a boolean mask.
                 pad = torch.arange(width)[None, :] >= lens[:, None]
                 mask = torch.zeros(pad.shape, dtype=self.dtype).masked_fill_(pad, float("-inf"))
                 mask = mask[:, None, None, :]
-            groups.append((slots, mask))
+            groups.append((slots, lens, mask))
         prefills: list[tuple[int, int, torch.Tensor, torch.Tensor | None]] = []
         for start, rows, slots in s.prefills:
             ctx = slots.numel()

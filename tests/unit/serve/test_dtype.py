@@ -14,21 +14,31 @@ from hanlin.serve.llm import LLM
 from hanlin.serve.params import SamplingParams
 
 # bf16 rounds differently in every kernel, so two correct bf16 implementations part
-# ways at near-ties eventually; on these prompts both agree for at least 12 tokens.
-# A wrong rotary table, cache dtype or norm breaks agreement within the first few.
+# ways at near-ties: where HF's own top two logits are within a couple of bf16 steps
+# (0.0625 apart at logits of 8-16). Agreement is required up to such a tie, and a
+# parting is accepted only at one. A wrong rotary table, cache dtype or norm parts
+# within the first few tokens at a clear margin.
 AGREE_TOKENS = 8
+NEAR_TIE = 0.13
 
 
 def test_bf16_greedy_matches_hf_bf16(model_dir: Path, tokenizer: Any, prompts: list[str]) -> None:
     from transformers import AutoModelForCausalLM
 
     hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
-    expected = {}
+    expected: dict[str, tuple[list[int], list[torch.Tensor]]] = {}
     for prompt in prompts:
         ids = tokenizer(prompt, return_tensors="pt").input_ids
         with torch.no_grad():
-            gen = hf.generate(ids, max_new_tokens=AGREE_TOKENS, do_sample=False)
-        expected[prompt] = gen[0, ids.shape[1] :].tolist()
+            gen = hf.generate(
+                ids,
+                max_new_tokens=AGREE_TOKENS,
+                do_sample=False,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+        scores = [step[0].float() for step in gen.scores]
+        expected[prompt] = (gen.sequences[0, ids.shape[1] :].tolist(), scores)
     del hf
     # The cache is sized from memory but capped at max_seqs x max_model_len tokens.
     llm = LLM(
@@ -45,8 +55,18 @@ def test_bf16_greedy_matches_hf_bf16(model_dir: Path, tokenizer: Any, prompts: l
     assert engine.runner.model.embed.weight.dtype == torch.bfloat16
     params = SamplingParams(max_tokens=AGREE_TOKENS, temperature=0, ignore_eos=True)
     results = llm.generate(prompts, params)
+    exact = 0
     for prompt, result in zip(prompts, results, strict=True):
-        assert result.outputs[0].token_ids == expected[prompt], prompt
+        got = result.outputs[0].token_ids
+        want, scores = expected[prompt]
+        if got == want:
+            exact += 1
+            continue
+        first = next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
+        gap = float(scores[first][want[first]] - scores[first][got[first]])
+        assert gap <= NEAR_TIE, (prompt, first, gap)
+    # Ties are rare: most prompts agree all the way.
+    assert exact >= len(prompts) - 1, exact
 
 
 def test_dtype_names_and_auto() -> None:

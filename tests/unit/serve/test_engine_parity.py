@@ -21,6 +21,7 @@ from hanlin.serve.params import SamplingParams
     ],
     ids=["chunked", "preempted"],
 )
+@pytest.mark.parametrize("ops", ["cpp", "torch"])
 def test_greedy_matches_hf_generate(
     model_dir: Path,
     hf_greedy: dict[str, list[int]],
@@ -28,8 +29,13 @@ def test_greedy_matches_hf_generate(
     prompts: list[str],
     options: dict[str, int],
     expect_preemption: bool,
+    ops: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Both paths of the layer's small ops: the fused C++ kernels and plain torch.
+    monkeypatch.setenv("HANLIN_KERNELS", "on" if ops == "cpp" else "off")
     llm = LLM(model_dir, **options)
+    assert llm.engine.runner.model.ops.name == ops
     results = llm.generate(prompts, SamplingParams(max_tokens=16, temperature=0, ignore_eos=True))
     for prompt, result in zip(prompts, results, strict=True):
         tokens = result.outputs[0].token_ids
@@ -41,11 +47,18 @@ def test_greedy_matches_hf_generate(
     assert llm.engine.blocks.usage == 0.0
 
 
+@pytest.mark.parametrize("ops", ["cpp", "torch"])
 def test_decode_groups_of_very_different_lengths_match_hf(
-    model_dir: Path, hf_model: Any, tokenizer: Any
+    model_dir: Path, hf_model: Any, tokenizer: Any, ops: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Contexts of 6 to ~700 tokens decode in length groups; every row still equals HF."""
+    """Contexts of 6 to ~700 tokens decode together; every row still equals HF.
+
+    The torch path splits them into length groups; the C++ kernel reads each
+    context at its own length, so one group holds them all.
+    """
     import torch
+
+    monkeypatch.setenv("HANLIN_KERNELS", "on" if ops == "cpp" else "off")
 
     story = "The old lighthouse keeper climbed the stairs every evening to light the lamp. "
     prompts = ["The capital of France is", story * 3, story * 20, story * 45]
@@ -67,8 +80,11 @@ def test_decode_groups_of_very_different_lengths_match_hf(
     llm.engine.runner.execute = recording  # type: ignore[method-assign]
     results = llm.generate(prompts, SamplingParams(max_tokens=12, temperature=0, ignore_eos=True))
     assert [r.outputs[0].token_ids for r in results] == expected
-    # All four decoded together, split by length: the short pair apart from the long pair.
-    assert [2, 2] in seen_groups or [1, 1, 2] in seen_groups, seen_groups
+    if ops == "torch":
+        # All four decoded together, split by length: the short pair apart from the long pair.
+        assert [2, 2] in seen_groups or [1, 1, 2] in seen_groups, seen_groups
+    else:
+        assert [4] in seen_groups, seen_groups
 
 
 def test_length_groups_bound_padding() -> None:

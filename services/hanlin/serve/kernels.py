@@ -1,0 +1,239 @@
+"""The decoder layer's small ops, as torch ops or as fused CPU kernels.
+
+A decode step of a small model is bound by per-op overhead, not arithmetic:
+each layer ran ~30 torch ops besides its four matmuls (norms, residual adds,
+rotary embedding, the KV-cache writes, SiLU, the gather of paged contexts for
+attention). `CppOps` fuses them into four C++ kernels (`csrc/cpu_kernels.cpp`):
+add + RMS norm, rotary + cache write, SiLU * up, and decode attention that reads
+keys and values straight from the paged cache (flash-decoding split when there
+are fewer sequences than threads). `TorchOps` is the same interface in plain
+torch: the reference, and what runs where the kernels cannot (CUDA, no C++
+compiler).
+
+The kernels are compiled on first use for this machine's CPU (`-march=native`;
+their vector paths are AVX-512, so other CPUs keep the torch ops by default)
+and cached under ``$HANLIN_CACHE/kernels`` (default ``~/.cache/hanlin``), keyed by
+source, torch version and CPU flags; a compile takes ~30-40 s once. ``HANLIN_KERNELS``
+picks: ``auto`` (default: compile, fall back to torch with a warning if that
+fails), ``on`` (fail if they cannot be built), ``off`` (torch only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cpp"
+CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno"]
+MODES = ("auto", "on", "off")
+
+
+class Norm(Protocol):
+    """What the ops need of an RMS norm module."""
+
+    @property
+    def weight(self) -> torch.Tensor: ...
+
+    @property
+    def eps(self) -> float: ...
+
+
+class TorchOps:
+    """The layer's small ops as torch ops (any device)."""
+
+    name = "torch"
+    # Decode attention takes padded context groups: the engine groups similar lengths.
+    paged_decode = False
+
+    def add_rms_norm(
+        self, x: torch.Tensor, delta: torch.Tensor | None, norm: Norm
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x + delta, rms_norm(x + delta) * weight); the norm in fp32 as HF does."""
+        if delta is not None:
+            x = x + delta
+        h = F.rms_norm(x.float(), (x.shape[-1],), eps=norm.eps)
+        return x, norm.weight * h.to(x.dtype)
+
+    def rotary_cache(
+        self,
+        qkv: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor],
+        slot_mapping: torch.Tensor,
+        heads: int,
+        kv_heads: int,
+    ) -> torch.Tensor:
+        """Rotate q and k, write k and v into the cache; return q [T, heads, D]."""
+        t = qkv.shape[0]
+        k_cache, v_cache = cache
+        d = k_cache.shape[-1]
+        qk_heads = heads + kv_heads
+        # `sin` carries rotate_half's sign (-sin on the first half), so
+        # roll(x) * sin == rotate_half(x) * sin exactly.
+        qk = qkv[:, : qk_heads * d].view(t, qk_heads, d)
+        qk = qk * cos + qk.roll(d // 2, -1) * sin
+        v = qkv[:, qk_heads * d :].view(t, kv_heads, d)
+        k_cache.index_copy_(0, slot_mapping, qk[:, heads:])
+        v_cache.index_copy_(0, slot_mapping, v)
+        return qk[:, :heads]
+
+    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """silu(gate) * up of a [T, 2 * inter] tensor."""
+        inter = gate_up.shape[-1] // 2
+        return F.silu(gate_up[:, :inter]) * gate_up[:, inter:]
+
+    def paged_decode_attention(
+        self,
+        q: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor],
+        slots: torch.Tensor,
+        lens: torch.Tensor,
+    ) -> torch.Tensor:
+        raise NotImplementedError("TorchOps decodes from gathered groups (paged_decode=False)")
+
+
+class CppOps(TorchOps):
+    """The same ops as fused C++ kernels on CPU tensors (fp32 or bf16)."""
+
+    name = "cpp"
+    paged_decode = True
+
+    def __init__(self, module: Any) -> None:
+        self.m = module
+
+    def add_rms_norm(
+        self, x: torch.Tensor, delta: torch.Tensor | None, norm: Norm
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # x is updated in place: it is the residual stream, owned by the forward pass.
+        h: torch.Tensor = self.m.add_rms_norm(x, delta, norm.weight, norm.eps)
+        return x, h
+
+    def rotary_cache(
+        self,
+        qkv: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor],
+        slot_mapping: torch.Tensor,
+        heads: int,
+        kv_heads: int,
+    ) -> torch.Tensor:
+        self.m.rotary_cache(qkv, cos, sin, cache[0], cache[1], slot_mapping, heads, kv_heads)
+        d = cache[0].shape[-1]
+        return qkv[:, : heads * d].view(qkv.shape[0], heads, d)
+
+    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.m.silu_mul(gate_up)
+        return out
+
+    def paged_decode_attention(
+        self,
+        q: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor],
+        slots: torch.Tensor,
+        lens: torch.Tensor,
+    ) -> torch.Tensor:
+        out: torch.Tensor = self.m.paged_decode_attention(q, cache[0], cache[1], slots, lens)
+        return out
+
+
+def mode() -> str:
+    """``HANLIN_KERNELS``: auto, on or off."""
+    value = os.environ.get("HANLIN_KERNELS", "auto").strip().lower() or "auto"
+    if value not in MODES:
+        raise ValueError(f"HANLIN_KERNELS must be one of {', '.join(MODES)}, got {value!r}")
+    return value
+
+
+def select(device: torch.device | str, dtype: torch.dtype) -> TorchOps:
+    """The ops a model on `device` in `dtype` runs: the C++ kernels where they apply."""
+    want = mode()
+    applies = torch.device(device).type == "cpu" and dtype in (torch.float32, torch.bfloat16)
+    if want == "off" or not applies:
+        if want == "on" and not applies:
+            log.warning("HANLIN_KERNELS=on: no C++ kernels for %s %s; torch ops", device, dtype)
+        return TorchOps()
+    if want == "auto" and "avx512f" not in _cpu_flags().split():
+        # The kernels' vector paths are AVX-512; their scalar fallback would not beat
+        # torch's own vectorized ops elsewhere.
+        log.info("no AVX-512 on this CPU: running plain torch ops")
+        return TorchOps()
+    try:
+        return CppOps(load())
+    except Exception as exc:
+        if want == "on":
+            raise RuntimeError(
+                f"HANLIN_KERNELS=on but the C++ kernels did not build: {exc}"
+            ) from exc
+        log.warning("fused CPU kernels unavailable (%s); running plain torch ops", exc)
+        return TorchOps()
+
+
+_module: ModuleType | None = None
+
+
+def load() -> ModuleType:
+    """Build (once per machine, cached) and import the C++ kernels."""
+    global _module
+    if _module is None:
+        _module = _build()
+    return _module
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def build_dir() -> Path:
+    """Where this machine's build lives: one folder per source, torch and CPU."""
+    key = hashlib.sha256(
+        "\0".join(
+            (SOURCE.read_text(), torch.__version__, sys.version, " ".join(CFLAGS), _cpu_flags())
+        ).encode()
+    ).hexdigest()[:16]
+    root = Path(os.environ.get("HANLIN_CACHE", Path.home() / ".cache" / "hanlin"))
+    return root / "kernels" / key
+
+
+def _build() -> ModuleType:
+    from torch.utils import cpp_extension
+
+    if shutil.which("ninja") is None:
+        # The `ninja` wheel's binary sits beside the interpreter, which need not be on PATH.
+        try:
+            import ninja
+
+            os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
+        except ImportError:
+            pass
+    directory = build_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    module: ModuleType = cpp_extension.load(
+        name="hanlin_cpu_kernels",
+        sources=[str(SOURCE)],
+        extra_cflags=CFLAGS,
+        extra_ldflags=["-fopenmp"],
+        build_directory=str(directory),
+        verbose=False,
+    )
+    return module
