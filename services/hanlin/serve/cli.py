@@ -55,6 +55,10 @@ def serve(
         ),
     ] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    device: Annotated[
+        str,
+        typer.Option(help="cpu, cuda, cuda:N or auto (CUDA when torch sees a GPU, else CPU)."),
+    ] = "auto",
     lora: Annotated[
         list[str] | None,
         typer.Option(
@@ -151,6 +155,7 @@ def serve(
             served_model_name=name,
             max_queue=max_queue,
             num_threads=threads,
+            device=device,
             **options,  # type: ignore[arg-type]
         )
     except ValueError as err:

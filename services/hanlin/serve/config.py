@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,11 +63,16 @@ class EngineConfig:
     """Share KV blocks of identical prompt prefixes."""
     num_threads: int | None = None
     """torch intra-op threads for the engine (None: torch's default)."""
+    device: str = "auto"
+    """Where the model runs: "cpu", "cuda", "cuda:N", or "auto" (CUDA when torch sees a
+    GPU, else the CPU). With tensor parallelism on CUDA, rank r takes GPU r (NCCL)."""
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPE_NAMES:
             raise ValueError(f"dtype must be one of {sorted(set(DTYPE_NAMES))}, got {self.dtype!r}")
         self.dtype = DTYPE_NAMES[self.dtype]
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.kv_cache_fraction is not None and not 0 < self.kv_cache_fraction <= 1:
             raise ValueError(f"kv_cache_fraction must be in (0, 1], got {self.kv_cache_fraction}")
         if self.lora_adapters and self.tensor_parallel > 1:
@@ -83,7 +89,22 @@ class EngineConfig:
 
     def torch_dtype(self) -> torch.dtype:
         """The compute dtype, with "auto" resolved for this machine."""
-        return resolve_dtype(self.dtype, self.quantization)
+        return resolve_dtype(self.dtype, self.quantization, self.torch_device().type)
+
+    def torch_device(self, rank: int = 0) -> torch.device:
+        """The device of tensor-parallel rank `rank`, with "auto" resolved for this machine."""
+        import torch
+
+        name = self.device
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r}: torch sees no CUDA GPU here")
+        if name == "cuda":
+            name = f"cuda:{rank % torch.cuda.device_count()}"
+        elif name.startswith("cuda:") and rank:
+            name = f"cuda:{(int(name[5:]) + rank) % torch.cuda.device_count()}"
+        return torch.device(name)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -99,7 +120,9 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def resolve_dtype(name: str, quantization: str | None = None) -> torch.dtype:
+def resolve_dtype(
+    name: str, quantization: str | None = None, device: str | None = None
+) -> torch.dtype:
     """The torch dtype for a dtype name; "auto" picks the fast one for this machine.
 
     "auto" is bf16 where bf16 runs natively (CUDA GPUs with bf16; CPUs with
@@ -118,7 +141,8 @@ def resolve_dtype(name: str, quantization: str | None = None) -> torch.dtype:
             "bfloat16": torch.bfloat16,
             "float16": torch.float16,
         }[canonical]
-    if torch.cuda.is_available():
+    on_cuda = device == "cuda" if device is not None else torch.cuda.is_available()
+    if on_cuda:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     if (quantization or "none") != "none" or cpu_has_native_bf16():
         return torch.bfloat16

@@ -50,6 +50,7 @@ class Engine:
                 quantization=config.quantization,
                 adapters=config.adapters,
                 dtype=config.torch_dtype(),
+                device=config.torch_device(),
             )
         self.model_config = model.cfg
         num_blocks = config.num_blocks or max(
@@ -65,6 +66,7 @@ class Engine:
             self.runner.lora = attach_lora(
                 model, list(config.lora_adapters.items()), model.embed.weight.dtype
             )
+            model.to(self.runner.device)  # the adapters' weights, built on the CPU
         if self.tp_group is not None:
             self.tp_group.init_cache(num_blocks)
         capacity = num_blocks * config.block_size
@@ -88,8 +90,13 @@ class Engine:
         config = self.config
         if config.kv_cache_fraction is None:
             return config.kv_cache_bytes
-        # Tensor-parallel ranks share the host's memory: each takes its share.
-        budget = int(config.kv_cache_fraction * available_memory()) // config.tensor_parallel
+        device = config.torch_device()
+        if device.type == "cuda":
+            # Each rank has a GPU of its own: the fraction of its free memory.
+            budget = int(config.kv_cache_fraction * torch.cuda.mem_get_info(device)[0])
+        else:
+            # Tensor-parallel ranks share the host's memory: each takes its share.
+            budget = int(config.kv_cache_fraction * available_memory()) // config.tensor_parallel
         # Never more than every running sequence at the longest allowed length needs.
         longest = min(
             config.max_model_len or cfg.max_position_embeddings, cfg.max_position_embeddings
@@ -106,7 +113,8 @@ class Engine:
             f"hanlin serve: {self.config.name}: dtype {dtype}, quantization "
             f"{self.config.quantization or 'none'}, KV cache {blocks} blocks x "
             f"{self.config.block_size} tokens ({cache_mib:.0f} MiB), max_model_len "
-            f"{self.max_model_len}, threads {torch.get_num_threads()}"
+            f"{self.max_model_len}, device {self.runner.device}, ops {model.ops.name}, "
+            f"threads {torch.get_num_threads()}"
         )
 
     # -- requests ---------------------------------------------------------------------------

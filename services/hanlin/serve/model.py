@@ -295,13 +295,14 @@ class LlamaModel(nn.Module):
     def set_rope_tables(self, dtype: torch.dtype) -> None:
         """Compute cos/sin for every position in fp32 and store them in `dtype`."""
         positions = torch.arange(self.cfg.max_position_embeddings, dtype=torch.float32)
-        freqs = positions[:, None] * self.inv_freq.float()[None, :]
+        freqs = positions[:, None] * self.inv_freq.float().cpu()[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         # rotate_half(x) = cat(-x2, x1): fold its sign into sin (see DecoderLayer).
         sign = torch.ones(self.cfg.head_dim)
         sign[: self.cfg.head_dim // 2] = -1.0
-        self.rope_cos = emb.cos().to(dtype)[:, None, :]
-        self.rope_sin = (emb.sin() * sign).to(dtype)[:, None, :]
+        device = self.inv_freq.device
+        self.rope_cos = emb.cos().to(device=device, dtype=dtype)[:, None, :]
+        self.rope_sin = (emb.sin() * sign).to(device=device, dtype=dtype)[:, None, :]
 
     def decoder_layers(self) -> list[DecoderLayer]:
         """The layers, typed."""
@@ -354,8 +355,13 @@ def load_model(
     quantization: str | None = None,
     adapters: list[Path] | None = None,
     dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
 ) -> LlamaModel:
-    """Load an HF safetensors directory (this rank's shard), merging PEFT adapters."""
+    """Load an HF safetensors directory (this rank's shard), merging PEFT adapters.
+
+    Weights are read, merged, quantized and cast on the CPU, then packed for the
+    CPU's kernels or moved to `device`.
+    """
     from safetensors.torch import load_file
 
     tp = tp or TensorParallel()
@@ -379,19 +385,23 @@ def load_model(
     model = model.to_empty(device="cpu")
     _fill(model, cfg, tp, state)
     del state
+    on_cpu = torch.device(device).type == "cpu"
     if quantization and quantization != "none":
         # bf16 activations always take the packed kernels: one copy of the codes suffices.
-        _quantize(model, quantization, drop_reference=dtype == torch.bfloat16)
+        # Elsewhere (CUDA) the layers dequantize on the fly from the reference codes.
+        _quantize(model, quantization, drop_reference=dtype == torch.bfloat16, pack=on_cpu)
     _cast(model, dtype)
-    if (not quantization or quantization == "none") and can_pack(dtype):
+    if on_cpu and (not quantization or quantization == "none") and can_pack(dtype):
         _pack(model)
+    if not on_cpu:
+        model = model.to(device)
     model.set_rope_tables(dtype)
-    model.use_ops(kernels.select("cpu", dtype))
+    model.use_ops(kernels.select(device, dtype))
     model.requires_grad_(False)
     return model.eval()
 
 
-def _quantize(model: LlamaModel, quantization: str, drop_reference: bool) -> None:
+def _quantize(model: LlamaModel, quantization: str, drop_reference: bool, pack: bool) -> None:
     """Quantize every linear layer and the output head from the fp32 weights."""
     from hanlin.quant import QuantLinear, quantize_model
 
@@ -409,6 +419,8 @@ def _quantize(model: LlamaModel, quantization: str, drop_reference: bool) -> Non
     model.head_proj = proj
     if model.head is not None:
         model.head = None
+    if not pack:
+        return
     for module in model.modules():
         if isinstance(module, QuantLinear):
             module.pack_for_cpu(drop_reference=drop_reference)

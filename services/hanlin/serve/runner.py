@@ -25,6 +25,24 @@ class StepInputs:
     lora_groups: list[tuple[int, torch.Tensor]] = field(default_factory=list)
     # (LoRA adapter index, rows of the flat batch that use it)
 
+    def to(self, device: torch.device) -> StepInputs:
+        """These inputs on `device` (built on the CPU by the engine; copied once a step)."""
+        if device.type == "cpu":
+            return self
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=True)
+
+        return StepInputs(
+            input_ids=move(self.input_ids),
+            positions=move(self.positions),
+            slot_mapping=move(self.slot_mapping),
+            decode_groups=[(move(s), move(n)) for s, n in self.decode_groups],
+            prefills=[(start, rows, move(s)) for start, rows, s in self.prefills],
+            logit_rows=move(self.logit_rows),
+            lora_groups=[(a, move(r)) for a, r in self.lora_groups],
+        )
+
 
 class ModelRunner:
     """Owns a model shard and its slice of the KV cache."""
@@ -36,8 +54,12 @@ class ModelRunner:
         shape = (num_blocks * block_size, kv_heads, model.cfg.head_dim)
         dtype = model.embed.weight.dtype
         self.dtype = dtype
+        self.device = model.embed.weight.device
         self.caches = [
-            (torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype))
+            (
+                torch.zeros(shape, dtype=dtype, device=self.device),
+                torch.zeros(shape, dtype=dtype, device=self.device),
+            )
             for _ in range(model.cfg.num_layers)
         ]
 
@@ -60,8 +82,9 @@ class ModelRunner:
                 # Padded contexts need a mask; equal lengths (always so at batch 1) need
                 # none. Additive, in the compute dtype: SDPA's CPU kernels are much
                 # faster with it than with a boolean mask.
-                pad = torch.arange(width)[None, :] >= lens[:, None]
-                mask = torch.zeros(pad.shape, dtype=self.dtype).masked_fill_(pad, float("-inf"))
+                pad = torch.arange(width, device=lens.device)[None, :] >= lens[:, None]
+                mask = torch.zeros(pad.shape, dtype=self.dtype, device=pad.device)
+                mask = mask.masked_fill_(pad, float("-inf"))
                 mask = mask[:, None, None, :]
             groups.append((slots, lens, mask))
         prefills: list[tuple[int, int, torch.Tensor, torch.Tensor | None]] = []
@@ -70,8 +93,8 @@ class ModelRunner:
             causal: torch.Tensor | None = None
             if ctx != rows:
                 # Query i sits at absolute position ctx - rows + i and sees keys up to it.
-                q_pos = torch.arange(ctx - rows, ctx)[:, None]
-                causal = torch.arange(ctx)[None, :] <= q_pos
+                q_pos = torch.arange(ctx - rows, ctx, device=slots.device)[:, None]
+                causal = torch.arange(ctx, device=slots.device)[None, :] <= q_pos
             prefills.append((start, rows, slots, causal))
         return AttentionBatch(
             slot_mapping=s.slot_mapping,
@@ -83,11 +106,12 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, s: StepInputs) -> torch.Tensor:
-        """Run the step; return fp32 logits for `s.logit_rows`."""
+        """Run the step; return fp32 logits for `s.logit_rows` (on the CPU, for sampling)."""
+        s = s.to(self.device)
         batch = self._attention_batch(s)
         if self.lora is not None:
             self.lora.groups = s.lora_groups
         logits: torch.Tensor = self.model(
             s.input_ids, s.positions, self.caches, batch, s.logit_rows
         )
-        return logits
+        return logits.cpu()

@@ -1,4 +1,6 @@
-"""Tensor parallelism: N processes, each holding a shard, stepping in lockstep over gloo.
+"""Tensor parallelism: N processes, each holding a shard, stepping in lockstep.
+
+The group talks over gloo on the CPU and over NCCL on CUDA (rank r on GPU r).
 
 Rank 0 is the serving process: it schedules, builds each step's inputs,
 broadcasts them, runs its own shard and samples. Ranks 1..N-1 are worker
@@ -33,11 +35,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _init(rank: int, size: int, port: int) -> None:
+def _init(rank: int, size: int, port: int, device: torch.device) -> None:
     from datetime import timedelta
 
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     dist.init_process_group(
-        "gloo",
+        "nccl" if device.type == "cuda" else "gloo",
         init_method=f"tcp://127.0.0.1:{port}",
         rank=rank,
         world_size=size,
@@ -53,12 +57,13 @@ def _load(config: EngineConfig, rank: int) -> LlamaModel:
         quantization=config.quantization,
         adapters=config.adapters,
         dtype=config.torch_dtype(),
+        device=config.torch_device(rank),
     )
 
 
 def _worker(rank: int, port: int, config: EngineConfig, threads: int) -> None:
     torch.set_num_threads(threads)
-    _init(rank, config.tensor_parallel, port)
+    _init(rank, config.tensor_parallel, port, config.torch_device(rank))
     model = _load(config, rank)
     sizes: list[Any] = [None]
     dist.broadcast_object_list(sizes, src=0)
@@ -95,7 +100,7 @@ class TensorParallelGroup:
             p.start()
             workers.append(p)
         torch.set_num_threads(threads)
-        _init(0, size, port)
+        _init(0, size, port, config.torch_device(0))
         return cls(_load(config, 0), workers)
 
     def init_cache(self, num_blocks: int) -> None:

@@ -98,3 +98,21 @@ def test_available_memory_respects_the_container_limit(tmp_path: Path) -> None:
     assert available_memory(tmp_path) == 2**30
     # And the real machine answers something plausible.
     assert available_memory() > 0
+
+
+def test_device_names_and_auto() -> None:
+    from hanlin.serve.runner import StepInputs
+
+    with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N"):
+        EngineConfig(Path("m"), device="gpu")
+    auto = EngineConfig(Path("m")).torch_device()
+    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert EngineConfig(Path("m"), device="cpu").torch_device(rank=1) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        # Asking for a GPU where torch sees none is an error that says so, not a CPU run.
+        with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+            EngineConfig(Path("m"), device="cuda").torch_device()
+    # CPU inputs stay where they are: no copy per step.
+    empty = torch.zeros(0, dtype=torch.long)
+    inputs = StepInputs(empty, empty, empty, [], [], empty)
+    assert inputs.to(torch.device("cpu")) is inputs
