@@ -137,11 +137,6 @@ CMD ["operator", "run"]
 FROM base AS runtime
 ENV PATH=/opt/hanlin-app/bin:${PATH} \
     PYTHONPATH=/opt/hanlin-app
-# g++ lets the serving engine compile its fused CPU kernels for the node's CPU on first
-# start (cached under /cache/hanlin/kernels); without it the engine runs plain torch ops.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends g++ \
- && rm -rf /var/lib/apt/lists/*
 COPY --from=build-runtime-deps /opt/hanlin /opt/hanlin
 COPY --from=build-runtime /opt/hanlin-app /opt/hanlin-app
 # Labels after the copies: CREATED changes every build and would invalidate them.
