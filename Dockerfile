@@ -88,6 +88,10 @@ RUN --mount=type=cache,id=hanlin-pip,target=/var/cache/pip,sharing=locked \
 # PyPI itself (https://pypi.org/simple) give a GPU-capable image.
 FROM build-deps AS build-runtime-deps
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# g++ builds the serving engine's fused CPU kernels below; it stays in the build stages.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ \
+ && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=cache,id=hanlin-pip,target=/var/cache/pip,sharing=locked \
     /opt/hanlin/bin/pip install --compile --index-url "${TORCH_INDEX_URL}" torch \
  && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["runtime"]))' > /tmp/runtime-requirements.txt \
@@ -104,7 +108,8 @@ COPY services ./services
 RUN --mount=type=cache,id=hanlin-pip,target=/var/cache/pip,sharing=locked \
     /opt/hanlin/bin/pip install --compile --no-deps --target /opt/hanlin-app . \
  && /opt/hanlin/bin/pip check \
- && hanlin train --help >/dev/null
+ && hanlin train --help >/dev/null \
+ && /opt/hanlin/bin/python -m hanlin.serve.kernels --prebuild /opt/hanlin-app/hanlin-kernels
 
 # ---------------------------------------------------------------------------
 # operator: the image the Helm chart runs. The final images come after every build
@@ -135,8 +140,10 @@ CMD ["operator", "run"]
 # ---------------------------------------------------------------------------
 # runtime: the image the operator's workload pods run.
 FROM base AS runtime
+# The fused CPU kernels, built for any AVX-512 CPU in build-runtime (no compiler here).
 ENV PATH=/opt/hanlin-app/bin:${PATH} \
-    PYTHONPATH=/opt/hanlin-app
+    PYTHONPATH=/opt/hanlin-app \
+    HANLIN_KERNELS_PREBUILT=/opt/hanlin-app/hanlin-kernels
 COPY --from=build-runtime-deps /opt/hanlin /opt/hanlin
 COPY --from=build-runtime /opt/hanlin-app /opt/hanlin-app
 # Labels after the copies: CREATED changes every build and would invalidate them.

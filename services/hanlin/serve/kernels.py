@@ -13,19 +13,25 @@ compiler).
 The kernels are compiled on first use for this machine's CPU (`-march=native`;
 their vector paths are AVX-512, so other CPUs keep the torch ops by default)
 and cached under ``$HANLIN_CACHE/kernels`` (default ``~/.cache/hanlin``), keyed by
-source, torch version and CPU flags; a compile takes ~30-40 s once. ``HANLIN_KERNELS``
+source, torch version and CPU flags; a compile takes ~30-40 s once. Images ship
+a portable build instead (``python -m hanlin.serve.kernels --prebuild DIR``, for
+any AVX-512 CPU: ``-march=x86-64-v4``), found through ``HANLIN_KERNELS_PREBUILT``,
+so pods need no compiler. ``HANLIN_KERNELS``
 picks: ``auto`` (default: compile, fall back to torch with a warning if that
 fails), ``on`` (fail if they cannot be built), ``off`` (torch only).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import importlib.util
 import logging
 import os
 import platform
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -37,6 +43,9 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cpp"
 CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno"]
+# For a build made on one machine and run on others (images): any AVX-512 CPU.
+PORTABLE_CFLAGS = ["-O3", "-march=x86-64-v4", "-mtune=generic", "-fopenmp", "-fno-math-errno"]
+MODULE = "hanlin_cpu_kernels"
 MODES = ("auto", "on", "off")
 
 
@@ -189,7 +198,7 @@ def load() -> ModuleType:
     """Build (once per machine, cached) and import the C++ kernels."""
     global _module
     if _module is None:
-        _module = _build()
+        _module = _load_prebuilt() or _build()
     return _module
 
 
@@ -204,20 +213,63 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
+def _key(cflags: list[str], cpu: str) -> str:
+    """What a build depends on: the source, torch, Python, the flags and the CPU."""
+    parts = (SOURCE.read_text(), torch.__version__, sys.version, " ".join(cflags), cpu)
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
 def build_dir() -> Path:
     """Where this machine's build lives: one folder per source, torch and CPU."""
-    key = hashlib.sha256(
-        "\0".join(
-            (SOURCE.read_text(), torch.__version__, sys.version, " ".join(CFLAGS), _cpu_flags())
-        ).encode()
-    ).hexdigest()[:16]
     root = Path(os.environ.get("HANLIN_CACHE", Path.home() / ".cache" / "hanlin"))
-    return root / "kernels" / key
+    return root / "kernels" / _key(CFLAGS, _cpu_flags())
 
 
-def _build() -> ModuleType:
+def _load_prebuilt() -> ModuleType | None:
+    """The portable build under ``$HANLIN_KERNELS_PREBUILT``, if it fits this process."""
+    directory = os.environ.get("HANLIN_KERNELS_PREBUILT")
+    if not directory:
+        return None
+    library = Path(directory) / f"{MODULE}.so"
+    key_file = Path(directory) / "key"
+    if not library.is_file() or not key_file.is_file():
+        log.warning("HANLIN_KERNELS_PREBUILT=%s holds no prebuilt kernels", directory)
+        return None
+    if key_file.read_text().strip() != _key(PORTABLE_CFLAGS, "portable"):
+        log.warning("prebuilt kernels in %s are for another source or torch", directory)
+        return None
+    if "avx512f" not in _cpu_flags().split():
+        return None  # built for AVX-512: it would stop at its first instruction here
+    spec = importlib.util.spec_from_file_location(MODULE, library)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def prebuild(directory: Path) -> Path:
+    """Build the portable kernels into `directory` (for images); return the library."""
     from torch.utils import cpp_extension
 
+    _ninja_on_path()
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        module = cpp_extension.load(
+            name=MODULE,
+            sources=[str(SOURCE)],
+            extra_cflags=PORTABLE_CFLAGS,
+            extra_ldflags=["-fopenmp"],
+            build_directory=tmp,
+            verbose=False,
+        )
+        library = directory / f"{MODULE}.so"
+        shutil.copyfile(str(module.__file__), library)
+    (directory / "key").write_text(_key(PORTABLE_CFLAGS, "portable") + "\n")
+    return library
+
+
+def _ninja_on_path() -> None:
     if shutil.which("ninja") is None:
         # The `ninja` wheel's binary sits beside the interpreter, which need not be on PATH.
         try:
@@ -226,10 +278,16 @@ def _build() -> ModuleType:
             os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
         except ImportError:
             pass
+
+
+def _build() -> ModuleType:
+    from torch.utils import cpp_extension
+
+    _ninja_on_path()
     directory = build_dir()
     directory.mkdir(parents=True, exist_ok=True)
     module: ModuleType = cpp_extension.load(
-        name="hanlin_cpu_kernels",
+        name=MODULE,
         sources=[str(SOURCE)],
         extra_cflags=CFLAGS,
         extra_ldflags=["-fopenmp"],
@@ -237,3 +295,10 @@ def _build() -> ModuleType:
         verbose=False,
     )
     return module
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Build the fused CPU kernels ahead of time.")
+    parser.add_argument("--prebuild", type=Path, required=True, help="directory for the build")
+    built = prebuild(parser.parse_args().prebuild)
+    sys.stdout.write(f"prebuilt kernels: {built}\n")

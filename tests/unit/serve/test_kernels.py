@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -172,3 +176,42 @@ def test_mode_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("HANLIN_KERNELS", "fast")
     with pytest.raises(ValueError, match="HANLIN_KERNELS must be one of auto, on, off"):
         kernels.select("cpu", torch.float32)
+
+
+def test_prebuilt_kernels_load_without_a_compiler(tmp_path: Path) -> None:
+    """An image's portable build loads where nothing can compile (as in the runtime image)."""
+    library = kernels.prebuild(tmp_path / "prebuilt")
+    assert library.is_file() and (tmp_path / "prebuilt" / "key").is_file()
+    script = (
+        "import torch\n"
+        "from hanlin.serve import kernels\n"
+        "ops = kernels.select('cpu', torch.float32)\n"
+        "assert ops.name == 'cpp', ops.name\n"
+        "print(ops.m.__file__)\n"
+        "x = torch.randn(3, 2 * 64)\n"
+        "torch.testing.assert_close(ops.silu_mul(x), kernels.TorchOps().silu_mul(x))\n"
+    )
+    env = {
+        **os.environ,
+        "HANLIN_KERNELS_PREBUILT": str(tmp_path / "prebuilt"),
+        "HANLIN_CACHE": str(tmp_path / "cache"),  # empty: a build would land here
+        "CXX": "/bin/false",  # and would fail
+        "HANLIN_KERNELS": "on",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == str(library)
+    assert not (tmp_path / "cache").exists()
+    # A build for another source or torch is passed over (then built here as usual).
+    (tmp_path / "prebuilt" / "key").write_text("stale\n")
+    env["HANLIN_KERNELS"] = "auto"
+    out = subprocess.run(
+        [sys.executable, "-c", "from hanlin.serve import kernels; kernels.load()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "are for another source or torch" in out.stderr
