@@ -144,6 +144,65 @@ def hf_throughput(model_dir: Path, tokenizer: Any, tokens: int) -> float:
     return n / (time.perf_counter() - t)
 
 
+def serve_check(model_dir: Path, expected_text: str) -> dict[str, Any]:
+    """`hanlin serve --device` on this machine: the official openai client, then 16 clients."""
+    import asyncio
+    import socket
+    import subprocess
+
+    import httpx
+    from openai import OpenAI
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import loadgen
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    launch = "import typer; from hanlin.serve.cli import serve; typer.run(serve)"
+    command = [sys.executable, "-c", launch, "--model", str(model_dir), "--device", DEVICE]
+    command += ["--dtype", "bfloat16", "--port", str(port), "--served-model-name", "m"]
+    log = Path(tempfile.mkdtemp()) / "serve.log"
+    proc = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    out: dict[str, Any] = {}
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        client = OpenAI(base_url=f"{url}/v1", api_key="-")
+        done = client.completions.create(
+            model="m", prompt=PROMPTS[0], max_tokens=TOKENS, temperature=0,
+            extra_body={"ignore_eos": True},
+        )  # fmt: skip
+        out["completion_equals_llm_api"] = done.choices[0].text == expected_text
+        stream = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=8, stream=True
+        )
+        out["chat_stream_chunks"] = sum(1 for _ in stream)
+        items = loadgen.workload(48, 0)
+        load = loadgen.load(url, "m", 16, items, {"ignore_eos": True}, 300)
+        result = asyncio.run(load)
+        out["http_16_clients_tok_s"] = round(result["tok_s"], 1)
+        out["http_16_clients_token_mismatches"] = result["token_mismatches"]
+    except Exception as exc:  # the point is to report it
+        out["error"] = repr(exc)[:500]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        text = log.read_text()
+        out["engine_line"] = next((ln for ln in text.splitlines() if "device" in ln), "")[:300]
+        if "error" in out:
+            out["log_tail"] = text[-1500:]
+    return out
+
+
 def cpu_kernels(model_dir: Path, threads: int, tokens: int) -> dict[str, Any]:
     """Batch-16 bf16 decode on this machine's CPU: fused C++ kernels against torch ops."""
     from hanlin.serve import kernels
@@ -177,6 +236,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--cpu-threads", type=int, default=0, help="also time the CPU ops paths")
+    p.add_argument("--serve", action="store_true", help="also run hanlin serve on the device")
     args = p.parse_args()
     global DEVICE
     DEVICE = args.device
@@ -255,6 +315,10 @@ def main() -> None:
         rate = throughput(base, batch, args.tokens)
         report[f"hanlin_bf16_batch{batch}_tok_s"] = round(rate, 1)
         report[f"hanlin_bf16_batch{batch}_vs_hf_batch1"] = round(rate / hf_rate, 2)
+        save()
+    if args.serve:
+        first = base.generate(PROMPTS[:1], greedy)[0].outputs[0].text
+        report["serve"] = serve_check(model_dir, first)
         save()
     if args.cpu_threads:
         report["cpu"] = cpu_kernels(model_dir, args.cpu_threads, args.tokens)

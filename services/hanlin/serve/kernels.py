@@ -235,12 +235,14 @@ def _load_prebuilt() -> ModuleType | None:
     if not library.is_file() or not key_file.is_file():
         log.warning("HANLIN_KERNELS_PREBUILT=%s holds no prebuilt kernels", directory)
         return None
-    if key_file.read_text().strip() != _key(PORTABLE_CFLAGS, "portable"):
+    key, _, name = key_file.read_text().partition("\n")
+    if key.strip() != _key(PORTABLE_CFLAGS, "portable"):
         log.warning("prebuilt kernels in %s are for another source or torch", directory)
         return None
     if "avx512f" not in _cpu_flags().split():
         return None  # built for AVX-512: it would stop at its first instruction here
-    spec = importlib.util.spec_from_file_location(MODULE, library)
+    # The module's own name (a build in a process that had loaded another gets a suffix).
+    spec = importlib.util.spec_from_file_location(name.strip() or MODULE, library)
     if spec is None or spec.loader is None:
         return None
     module = importlib.util.module_from_spec(spec)
@@ -265,7 +267,7 @@ def prebuild(directory: Path) -> Path:
         )
         library = directory / f"{MODULE}.so"
         shutil.copyfile(str(module.__file__), library)
-    (directory / "key").write_text(_key(PORTABLE_CFLAGS, "portable") + "\n")
+    (directory / "key").write_text(f"{_key(PORTABLE_CFLAGS, 'portable')}\n{module.__name__}\n")
     return library
 
 

@@ -70,15 +70,15 @@ class ModelRunner:
         size = model.embed.weight.element_size()
         return 2 * model.cfg.num_layers * layer.kv_heads * model.cfg.head_dim * size
 
-    def _attention_batch(self, s: StepInputs) -> AttentionBatch:
+    def _attention_batch(self, s: StepInputs, padded: list[bool]) -> AttentionBatch:
         groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         num_decode = 0
         paged = self.model.ops.paged_decode
-        for slots, lens in s.decode_groups:
+        for (slots, lens), pads in zip(s.decode_groups, padded, strict=True):
             width = slots.shape[1]
             num_decode += slots.shape[0]
             mask: torch.Tensor | None = None
-            if not paged and bool((lens != width).any()):
+            if not paged and pads:
                 # Padded contexts need a mask; equal lengths (always so at batch 1) need
                 # none. Additive, in the compute dtype: SDPA's CPU kernels are much
                 # faster with it than with a boolean mask.
@@ -107,8 +107,10 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, s: StepInputs) -> torch.Tensor:
         """Run the step; return fp32 logits for `s.logit_rows` (on the CPU, for sampling)."""
+        # Which groups pad a context, read before the copy (no device sync per step).
+        padded = [bool((lens != slots.shape[1]).any()) for slots, lens in s.decode_groups]
         s = s.to(self.device)
-        batch = self._attention_batch(s)
+        batch = self._attention_batch(s, padded)
         if self.lora is not None:
             self.lora.groups = s.lora_groups
         logits: torch.Tensor = self.model(
