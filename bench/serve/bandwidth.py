@@ -130,6 +130,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from hanlin.dev.model import ensure_model
+    from hanlin.serve import kernels
+
+    if kernels.mode() != "off":
+        kernels.load()  # built before measuring, not in the background during it
 
     configs = args.configs.split(",")
     if args.dtype or args.quantization:

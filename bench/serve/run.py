@@ -213,6 +213,13 @@ def main(argv: list[str] | None = None) -> None:
         from hanlin.dev.model import ensure_model
 
         args.model = str(ensure_model())
+    if any(name.startswith("hanlin") for name in args.names):
+        # Build the fused CPU kernels now: a first start would otherwise serve the
+        # measured levels with the torch ops while they compile in the background.
+        from hanlin.serve import kernels
+
+        if kernels.mode() != "off":
+            kernels.load()
     from hanlin.dev.processes import free_port
 
     table: report.Table = {}

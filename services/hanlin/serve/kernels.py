@@ -17,13 +17,16 @@ source, torch version and CPU flags; a compile takes ~30-40 s once. Images ship
 a portable build instead (``python -m hanlin.serve.kernels --prebuild DIR``, for
 any AVX-512 CPU: ``-march=x86-64-v4``), found through ``HANLIN_KERNELS_PREBUILT``,
 so pods need no compiler. ``HANLIN_KERNELS``
-picks: ``auto`` (default: compile, fall back to torch with a warning if that
-fails), ``on`` (fail if they cannot be built), ``off`` (torch only).
+picks: ``auto`` (default: use them; on a machine's first start the engine serves
+with the torch ops while they compile in the background and switches at a step
+boundary; a failed build leaves the torch ops with a warning), ``on`` (build
+before serving; fail if they cannot be built), ``off`` (torch only).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import importlib.util
 import logging
@@ -32,6 +35,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -65,6 +69,8 @@ class TorchOps:
     name = "torch"
     # Decode attention takes padded context groups: the engine groups similar lengths.
     paged_decode = False
+    # Standing in while the C++ kernels build in the background (see `upgrade`).
+    upgradable = False
 
     def add_rms_norm(
         self, x: torch.Tensor, delta: torch.Tensor | None, norm: Norm
@@ -180,6 +186,13 @@ def select(device: torch.device | str, dtype: torch.dtype) -> TorchOps:
         # torch's own vectorized ops elsewhere.
         log.info("no AVX-512 on this CPU: running plain torch ops")
         return TorchOps()
+    if want == "auto" and _module is None and not _built():
+        # First start on this machine: serve with the torch ops now, build meanwhile,
+        # and switch at a step boundary once the build is in (`upgrade`).
+        _build_in_background()
+        waiting = TorchOps()
+        waiting.upgradable = True
+        return waiting
     try:
         return CppOps(load())
     except Exception as exc:
@@ -191,7 +204,39 @@ def select(device: torch.device | str, dtype: torch.dtype) -> TorchOps:
         return TorchOps()
 
 
+def upgrade(ops: TorchOps) -> TorchOps | None:
+    """The kernels to switch to, once a background build `select` started has finished."""
+    if not ops.upgradable or _module is None:
+        return None
+    return CppOps(_module)
+
+
 _module: ModuleType | None = None
+_background: threading.Thread | None = None
+
+
+def _built() -> bool:
+    """Whether a build for this machine is already on disk (or prebuilt for the image)."""
+    prebuilt = os.environ.get("HANLIN_KERNELS_PREBUILT")
+    if prebuilt and (Path(prebuilt) / f"{MODULE}.so").is_file():
+        return True
+    return (build_dir() / f"{MODULE}.so").is_file()
+
+
+def _build_in_background() -> None:
+    global _background
+    if _background is not None:
+        return
+
+    def run() -> None:
+        try:
+            load()
+            log.info("fused CPU kernels built: the engine switches to them")
+        except Exception as exc:
+            log.warning("fused CPU kernels unavailable (%s); running plain torch ops", exc)
+
+    _background = threading.Thread(target=run, name="hanlin-kernels-build", daemon=True)
+    _background.start()
 
 
 def load() -> ModuleType:
@@ -288,14 +333,20 @@ def _build() -> ModuleType:
     _ninja_on_path()
     directory = build_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    module: ModuleType = cpp_extension.load(
-        name=MODULE,
-        sources=[str(SOURCE)],
-        extra_cflags=CFLAGS,
-        extra_ldflags=["-fopenmp"],
-        build_directory=str(directory),
-        verbose=False,
-    )
+    # torch's own build lock is a file that a killed build leaves behind, and every
+    # later build then waits on it forever. An flock dies with its holder: whoever holds
+    # it may clear a torch lock left over.
+    with open(directory / "hanlin.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        (directory / "lock").unlink(missing_ok=True)
+        module: ModuleType = cpp_extension.load(
+            name=MODULE,
+            sources=[str(SOURCE)],
+            extra_cflags=CFLAGS,
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(directory),
+            verbose=False,
+        )
     return module
 
 

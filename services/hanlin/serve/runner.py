@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hanlin.serve import kernels
 from hanlin.serve.lora import LoRAContext
 from hanlin.serve.model import AttentionBatch, LlamaModel
 
@@ -107,6 +108,11 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, s: StepInputs) -> torch.Tensor:
         """Run the step; return fp32 logits for `s.logit_rows` (on the CPU, for sampling)."""
+        # Kernels built in the background since startup switch in here, between steps.
+        # Inputs the engine grouped for the torch ops suit the kernels too.
+        built = kernels.upgrade(self.model.ops)
+        if built is not None:
+            self.model.use_ops(built)
         # Which groups pad a context, read before the copy (no device sync per step).
         padded = [bool((lens != slots.shape[1]).any()) for slots, lens in s.decode_groups]
         s = s.to(self.device)

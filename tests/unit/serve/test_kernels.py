@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -215,3 +216,40 @@ def test_prebuilt_kernels_load_without_a_compiler(tmp_path: Path) -> None:
         timeout=120,
     )
     assert "are for another source or torch" in out.stderr
+
+
+def test_first_start_serves_while_the_kernels_build(
+    tmp_path: Path, model_dir: Path, hf_greedy: dict[str, list[int]], prompts: list[str]
+) -> None:
+    """No build on disk: torch ops at once, the kernels from a later step, same tokens.
+
+    The build directory also holds a lock file a killed build left behind, which
+    must not stall the build.
+    """
+    script = f"""
+import json
+from hanlin.serve import kernels
+from hanlin.serve.llm import LLM
+from hanlin.serve.params import SamplingParams
+
+stale = kernels.build_dir()
+stale.mkdir(parents=True)
+(stale / "lock").write_text("")
+llm = LLM({str(model_dir)!r})
+first = llm.engine.runner.model.ops
+params = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
+before = llm.generate({prompts[1]!r}, params)[0].outputs[0].token_ids
+kernels._background.join(timeout=400)
+after = llm.generate({prompts[1]!r}, params)[0].outputs[0].token_ids
+print(json.dumps([first.name, first.upgradable, llm.engine.runner.model.ops.name, before, after]))
+"""
+    env = {**os.environ, "HANLIN_CACHE": str(tmp_path / "cache")}
+    env.pop("HANLIN_KERNELS", None)
+    env.pop("HANLIN_KERNELS_PREBUILT", None)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=500
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    first, upgradable, then, before, after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (first, upgradable, then) == ("torch", True, "cpp")
+    assert before == after == hf_greedy[prompts[1]]
