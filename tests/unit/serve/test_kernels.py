@@ -57,10 +57,11 @@ def test_add_rms_norm(cpp: kernels.CppOps, dtype: torch.dtype, rows: int) -> Non
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows", [1, 7, 64])
-def test_silu_mul(cpp: kernels.CppOps, dtype: torch.dtype, rows: int) -> None:
+@pytest.mark.parametrize("inter", [1536, 100])  # 100: a scalar tail after the vector lanes
+def test_silu_mul(cpp: kernels.CppOps, dtype: torch.dtype, rows: int, inter: int) -> None:
     # Gate values from -90 to 90: the exp approximation's clamps are exercised too.
-    gate = torch.linspace(-90, 90, rows * 1536).reshape(rows, 1536)
-    up = torch.randn(rows, 1536, generator=torch.Generator().manual_seed(1))
+    gate = torch.linspace(-90, 90, rows * inter).reshape(rows, inter)
+    up = torch.randn(rows, inter, generator=torch.Generator().manual_seed(1))
     gu = torch.cat((gate, up), dim=1).to(dtype)
     close(cpp.silu_mul(gu), kernels.TorchOps().silu_mul(gu), dtype)
 
@@ -121,8 +122,15 @@ def reference_attention(
     [[1], [100], [1500], [600] * 8, [3, 40, 700, 41, 1200, 17]],
     ids=["one-token", "short", "long-split", "even", "uneven"],
 )
-def test_paged_decode_attention(cpp: kernels.CppOps, dtype: torch.dtype, lens: list[int]) -> None:
-    heads, kv_heads, d, block = 9, 3, 64, 16
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "d"), [(9, 3, 64), (4, 2, 40)], ids=["vector", "scalar-head-dim"]
+)
+def test_paged_decode_attention(
+    cpp: kernels.CppOps, dtype: torch.dtype, lens: list[int], heads: int, kv_heads: int, d: int
+) -> None:
+    # head_dim 40 is no multiple of the 16 vector lanes: the scalar path, as on CPUs
+    # without AVX-512.
+    block = 16
     g = torch.Generator().manual_seed(len(lens) * 7 + lens[0])
     num_blocks = sum(math.ceil(n / block) for n in lens) + 8
     cache = (
