@@ -33,7 +33,8 @@ class EngineConfig:
     adapters: list[Path] = field(default_factory=list)
     """PEFT LoRA adapter directories merged into the weights at load."""
     lora_adapters: dict[str, Path] = field(default_factory=dict)
-    """PEFT LoRA adapters served under their own model names (multi-LoRA), name -> directory."""
+    """PEFT LoRA adapters served under their own model names (multi-LoRA), name -> directory;
+    with tensor parallelism each rank holds its share, cut as the base weights are."""
     quantization: str | None = None
     """None, "int8" or "int4": weight-only quantization of the linear layers and the head."""
     dtype: str = "float32"
@@ -75,10 +76,6 @@ class EngineConfig:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.kv_cache_fraction is not None and not 0 < self.kv_cache_fraction <= 1:
             raise ValueError(f"kv_cache_fraction must be in (0, 1], got {self.kv_cache_fraction}")
-        if self.lora_adapters and self.tensor_parallel > 1:
-            raise ValueError(
-                "LoRA adapters served by name need tensor_parallel 1 (merge them to shard)"
-            )
         if self.name in self.lora_adapters:
             raise ValueError(f"LoRA adapter name {self.name!r} is the base model's name")
 

@@ -11,6 +11,7 @@ The engine fuses q/k/v and gate/up into single linears; an adapter's separate
 A/B pairs are stacked to match (A rows concatenated, B block-diagonal), so one
 pair of matmuls covers the fused layer. Prefix-cached KV blocks are keyed by
 adapter too: the same prompt under two adapters has different keys and values.
+With tensor parallelism each rank holds its cut of every adapter (`_shard`).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def attach_lora(
                     f"adapter {name!r} adapts {target}, which is not served per request "
                     "(only attention and MLP projections are); merge it into the model instead"
                 )
-        loaded.append((name, pairs))
+        loaded.append((name, _shard(pairs, model)))
     for i, layer in enumerate(model.decoder_layers()):
         for attr, parts in _FUSED.items():
             base = getattr(layer, attr)
@@ -95,6 +96,39 @@ def attach_lora(
             if wrapped is not None:
                 setattr(layer, attr, wrapped)
     return ctx
+
+
+def _shard(
+    pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], model: LlamaModel
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """This tensor-parallel rank's share of an adapter, cut as the base weights are.
+
+    Column-parallel projections (q, k, v, gate, up) keep their output rows of B;
+    row-parallel ones (o, down) keep their input columns of A, so B (A x) is a
+    partial sum that the layer's all-reduce completes, as for the base output.
+    """
+    tp, cfg = model.tp, model.cfg
+    if tp.size == 1:
+        return pairs
+    d = cfg.head_dim
+    group = cfg.num_heads // cfg.num_kv_heads
+    kv_lo, kv_hi = tp.split(cfg.num_kv_heads)
+    i_lo, i_hi = tp.split(cfg.intermediate_size)
+    q_rows = slice(kv_lo * group * d, kv_hi * group * d)
+    kv_rows = slice(kv_lo * d, kv_hi * d)
+    inter = slice(i_lo, i_hi)
+    rows = {"q_proj": q_rows, "k_proj": kv_rows, "v_proj": kv_rows, "gate_proj": inter}
+    rows["up_proj"] = inter
+    cols = {"o_proj": q_rows, "down_proj": inter}
+    out = {}
+    for target, (a, b) in pairs.items():
+        part = target.split(".")[-2]
+        if part in rows:
+            b = b[rows[part]]
+        elif part in cols:
+            a = a[:, cols[part]]
+        out[target] = (a.contiguous(), b.contiguous())
+    return out
 
 
 def _wrap(

@@ -68,6 +68,13 @@ def _worker(rank: int, port: int, config: EngineConfig, threads: int) -> None:
     sizes: list[Any] = [None]
     dist.broadcast_object_list(sizes, src=0)
     runner = ModelRunner(model, int(sizes[0]), config.block_size)
+    if config.lora_adapters:
+        from hanlin.serve.lora import attach_lora
+
+        runner.lora = attach_lora(
+            model, list(config.lora_adapters.items()), model.embed.weight.dtype
+        )
+        model.to(runner.device)
     while True:
         box: list[Any] = [None]
         dist.broadcast_object_list(box, src=0)
