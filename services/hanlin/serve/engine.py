@@ -66,7 +66,6 @@ class Engine:
             self.runner.lora = attach_lora(
                 model, list(config.lora_adapters.items()), model.embed.weight.dtype
             )
-            model.to(self.runner.device)  # the adapters' weights, built on the CPU
         if self.tp_group is not None:
             self.tp_group.init_cache(num_blocks)
         capacity = num_blocks * config.block_size

@@ -77,6 +77,7 @@ def attach_lora(
     cannot adapt per request (embeddings, the head) or its shapes do not fit.
     """
     ctx = LoRAContext()
+    device = model.embed.weight.device  # the adapters' weights sit beside the base's
     loaded = []
     for name, path in adapters:
         pairs = read_lora(path)
@@ -92,7 +93,7 @@ def attach_lora(
     for i, layer in enumerate(model.decoder_layers()):
         for attr, parts in _FUSED.items():
             base = getattr(layer, attr)
-            wrapped = _wrap(i, base, parts, _heights(layer, attr), loaded, ctx, dtype)
+            wrapped = _wrap(i, base, parts, _heights(layer, attr), loaded, ctx, dtype, device)
             if wrapped is not None:
                 setattr(layer, attr, wrapped)
     return ctx
@@ -107,16 +108,9 @@ def _shard(
     row-parallel ones (o, down) keep their input columns of A, so B (A x) is a
     partial sum that the layer's all-reduce completes, as for the base output.
     """
-    tp, cfg = model.tp, model.cfg
-    if tp.size == 1:
+    if model.tp.size == 1:
         return pairs
-    d = cfg.head_dim
-    group = cfg.num_heads // cfg.num_kv_heads
-    kv_lo, kv_hi = tp.split(cfg.num_kv_heads)
-    i_lo, i_hi = tp.split(cfg.intermediate_size)
-    q_rows = slice(kv_lo * group * d, kv_hi * group * d)
-    kv_rows = slice(kv_lo * d, kv_hi * d)
-    inter = slice(i_lo, i_hi)
+    q_rows, kv_rows, inter = model.tp.slices(model.cfg)
     rows = {"q_proj": q_rows, "k_proj": kv_rows, "v_proj": kv_rows, "gate_proj": inter}
     rows["up_proj"] = inter
     cols = {"o_proj": q_rows, "down_proj": inter}
@@ -139,6 +133,7 @@ def _wrap(
     loaded: list[tuple[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]],
     ctx: LoRAContext,
     dtype: torch.dtype,
+    device: torch.device,
 ) -> LoRALinear | None:
     in_f, out_f = _features(base)
     per_adapter = []
@@ -167,7 +162,8 @@ def _wrap(
                 b[j, row : row + height, col : col + r] = pb
                 col += r
             row += height
-    return LoRALinear(base, a.to(dtype), b.to(dtype), [r > 0 for r in ranks], ctx)
+    a, b = a.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype)
+    return LoRALinear(base, a, b, [r > 0 for r in ranks], ctx)
 
 
 def _heights(layer: DecoderLayer, attr: str) -> tuple[int, ...]:

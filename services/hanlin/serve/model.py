@@ -122,6 +122,19 @@ class TensorParallel:
         start = self.rank * base + min(self.rank, extra)
         return start, start + base + (1 if self.rank < extra else 0)
 
+    def slices(self, cfg: ModelConfig) -> tuple[slice, slice, slice]:
+        """This rank's rows of the q projection, of the k/v projections and of the MLP's
+        intermediate dimension (whole key/value heads with their query heads)."""
+        d = cfg.head_dim
+        group = cfg.num_heads // cfg.num_kv_heads
+        kv_lo, kv_hi = self.split(cfg.num_kv_heads)
+        i_lo, i_hi = self.split(cfg.intermediate_size)
+        return (
+            slice(kv_lo * group * d, kv_hi * group * d),
+            slice(kv_lo * d, kv_hi * d),
+            slice(i_lo, i_hi),
+        )
+
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm, computed in fp32 like the reference implementation."""
@@ -207,32 +220,9 @@ class DecoderLayer(nn.Module):
         row = 0
         for slots, lens, mask in batch.decode_groups:
             n = slots.shape[0]
-            if self.ops.paged_decode:
-                outs.append(self.ops.paged_decode_attention(q[row : row + n], cache, slots, lens))
-            else:
-                outs.append(self._attend_group(q[row : row + n], cache, slots, mask))
+            outs.append(self.ops.decode_attention(q[row : row + n], cache, slots, lens, mask))
             row += n
         return outs[0] if len(outs) == 1 else torch.cat(outs)
-
-    def _attend_group(
-        self,
-        q: torch.Tensor,
-        cache: tuple[torch.Tensor, torch.Tensor],
-        slots: torch.Tensor,
-        mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        b, d = q.shape[0], self.head_dim
-        k_cache, v_cache = cache
-        # index_select on the flat slots: a fraction of advanced indexing's overhead.
-        flat = slots.reshape(-1)
-        shape = (b, slots.shape[1], self.kv_heads, d)
-        kd = k_cache.index_select(0, flat).view(shape).transpose(1, 2)  # [B, KV, L, D]
-        vd = v_cache.index_select(0, flat).view(shape).transpose(1, 2)
-        # Query heads sharing a key/value head become that head's G query rows: no
-        # K/V expansion, and several times faster than enable_gqa on the CPU (bf16 most).
-        qg = q.reshape(b, self.kv_heads, self.heads // self.kv_heads, d)
-        out = F.scaled_dot_product_attention(qg, kd, vd, attn_mask=mask)
-        return out.reshape(b, self.heads, d)
 
     def _mixed_attention(
         self, q: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], batch: AttentionBatch
@@ -459,12 +449,7 @@ def _cast(model: LlamaModel, dtype: torch.dtype) -> None:
 def _fill(
     model: LlamaModel, cfg: ModelConfig, tp: TensorParallel, state: dict[str, torch.Tensor]
 ) -> None:
-    d = cfg.head_dim
-    group = cfg.num_heads // cfg.num_kv_heads
-    kv_lo, kv_hi = tp.split(cfg.num_kv_heads)
-    q_rows = slice(kv_lo * group * d, kv_hi * group * d)
-    kv_rows = slice(kv_lo * d, kv_hi * d)
-    i_lo, i_hi = tp.split(cfg.intermediate_size)
+    q_rows, kv_rows, inter = tp.slices(cfg)
     with torch.no_grad():
         # Built on the meta device: buffers computed in __init__ must be recomputed.
         model.inv_freq.copy_(_inv_freq(cfg))
@@ -501,9 +486,9 @@ def _fill(
             layer.gate_up.weight.copy_(
                 torch.cat(
                     (
-                        state[m + "gate_proj.weight"][i_lo:i_hi],
-                        state[m + "up_proj.weight"][i_lo:i_hi],
+                        state[m + "gate_proj.weight"][inter],
+                        state[m + "up_proj.weight"][inter],
                     )
                 )
             )
-            layer.down.weight.copy_(state[m + "down_proj.weight"][:, i_lo:i_hi])
+            layer.down.weight.copy_(state[m + "down_proj.weight"][:, inter])

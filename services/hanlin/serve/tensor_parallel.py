@@ -74,7 +74,6 @@ def _worker(rank: int, port: int, config: EngineConfig, threads: int) -> None:
         runner.lora = attach_lora(
             model, list(config.lora_adapters.items()), model.embed.weight.dtype
         )
-        model.to(runner.device)
     while True:
         box: list[Any] = [None]
         dist.broadcast_object_list(box, src=0)

@@ -148,7 +148,7 @@ def test_paged_decode_attention(
     # q as the layer passes it: a strided view of the fused qkv rows.
     qkv = torch.randn(len(lens), (heads + 2 * kv_heads) * d, generator=g).to(dtype)
     q = qkv[:, : heads * d].view(len(lens), heads, d)
-    got = cpp.paged_decode_attention(q, cache, slots, torch.tensor(lens))
+    got = cpp.decode_attention(q, cache, slots, torch.tensor(lens), None)
     assert got.dtype == dtype and got.shape == (len(lens), heads, d)
     close(got, reference_attention(q, cache, slots, lens), dtype)
 
@@ -157,11 +157,11 @@ def test_kernels_refuse_bad_input(cpp: kernels.CppOps) -> None:
     cache = (torch.zeros(32, 3, 64), torch.zeros(32, 3, 64))
     q = torch.zeros(2, 9, 64)
     with pytest.raises(RuntimeError, match="lens must be in"):
-        cpp.paged_decode_attention(
-            q, cache, torch.zeros(2, 4, dtype=torch.long), torch.tensor([5, 1])
+        cpp.decode_attention(
+            q, cache, torch.zeros(2, 4, dtype=torch.long), torch.tensor([5, 1]), None
         )
     with pytest.raises(RuntimeError, match="slot out of range"):
-        cpp.paged_decode_attention(q, cache, torch.full((2, 4), 99), torch.tensor([4, 1]))
+        cpp.decode_attention(q, cache, torch.full((2, 4), 99), torch.tensor([4, 1]), None)
     with pytest.raises(RuntimeError, match="float32 or bfloat16"):
         cpp.silu_mul(torch.zeros(2, 8, dtype=torch.float16))
     with pytest.raises(RuntimeError, match="slot_mapping out of range"):

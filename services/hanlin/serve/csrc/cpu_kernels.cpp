@@ -3,10 +3,11 @@
 // Each kernel replaces a chain of small torch ops whose per-op overhead, not their
 // arithmetic, dominates a decode step: an add + RMS norm, rotary embedding + the
 // KV-cache write, SiLU(gate) * up, and decode attention read straight from the
-// paged cache (no gather into a padded copy). Plain loops written for the
-// compiler's auto-vectorizer (`omp simd`, built with -O3 -march=native); fp32 or
-// bf16 storage, fp32 arithmetic. Threads come from torch's own pool
-// (at::parallel_for), so the engine's thread setting applies.
+// paged cache (no gather into a padded copy). fp32 or bf16 storage, fp32 arithmetic.
+// The hot loops have AVX-512 paths (intrinsics); every kernel also has a plain-loop
+// path for the compiler's auto-vectorizer (`omp simd`), used for tails, head sizes the
+// vector path does not take, and CPUs without AVX-512. Threads come from torch's own
+// pool (at::parallel_for), so the engine's thread setting applies.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -20,7 +21,6 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <numeric>
 #include <vector>
 
 namespace {
@@ -54,20 +54,20 @@ inline float round_as(const bf16*, float v) {
 }
 
 // exp(x) for x <= 88: 2^n * p(f), p a degree-6 fit of 2^f on [0, 1) (relative error
-// ~1e-7, fp32 rounding). Arithmetic and bit operations only, so loops of it vectorize.
+// ~1e-7, fp32 rounding), highest power first. Arithmetic and bit operations only, so
+// loops of it vectorize; `vexp` is the same in AVX-512.
+constexpr float kExp2Poly[] = {0.00021690609f, 0.0012443082f, 0.0096784728f, 0.055483524f,
+                               0.2402298f,     0.693147f,     1.0f};
+constexpr float kExpLo = -87.3f, kExpHi = 88.3f, kLog2e = 1.4426950408889634f;
+
 inline float exp_approx(float x) {
-  x = std::max(x, -87.3f);
-  x = std::min(x, 88.3f);
-  float t = x * 1.4426950408889634f;
+  x = std::max(x, kExpLo);
+  x = std::min(x, kExpHi);
+  float t = x * kLog2e;
   float n = std::floor(t);
   float f = t - n;
-  float p = 0.00021690609f;
-  p = p * f + 0.0012443082f;
-  p = p * f + 0.0096784728f;
-  p = p * f + 0.055483524f;
-  p = p * f + 0.2402298f;
-  p = p * f + 0.693147f;
-  p = p * f + 1.0f;
+  float p = kExp2Poly[0];
+  for (int k = 1; k < 7; ++k) p = p * f + kExp2Poly[k];
   int32_t e = int32_t(n) + 127;
   uint32_t bits = uint32_t(e) << 23;
   float scale;
@@ -84,7 +84,6 @@ inline vec vload(const bf16* p) {
   __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
 }
-inline vec vload_tail(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
 inline __m512i vbf16_bits(vec v) {  // rounded bf16 in each lane's low half
   __m512i u = _mm512_castps_si512(v);
   __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
@@ -101,17 +100,12 @@ inline vec vround(const bf16*, vec v) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(vbf16_bits(v), 16));
 }
 inline vec vexp(vec x) {  // exp_approx, 16 lanes
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
-  vec t = _mm512_mul_ps(x, _mm512_set1_ps(1.4426950408889634f));
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kExpLo)), _mm512_set1_ps(kExpHi));
+  vec t = _mm512_mul_ps(x, _mm512_set1_ps(kLog2e));
   vec n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
   vec f = _mm512_sub_ps(t, n);
-  vec p = _mm512_set1_ps(0.00021690609f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.0012443082f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.0096784728f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.055483524f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.2402298f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.693147f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  vec p = _mm512_set1_ps(kExp2Poly[0]);
+  for (int k = 1; k < 7; ++k) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2Poly[k]));
   __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
   return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
@@ -439,6 +433,21 @@ void attend_chunk_vec(const T* q, const T* kc, const T* vc, const int64_t* slots
 }
 #endif
 
+// One task's chunk: the vector path where head_dim allows it, else the plain loops.
+template <typename T>
+void attend(const T* q, const T* kc, const T* vc, const int64_t* slots, int64_t j0, int64_t j1,
+            int64_t kv_heads, int64_t kvh, int64_t g, int64_t d, float scale, float* acc,
+            float* m_out, float* l_out, std::vector<float>& buf) {
+#if defined(__AVX512F__)
+  if (d % kLanes == 0 && d <= 16 * kLanes) {
+    attend_chunk_vec<T>(q, kc, vc, slots, j0, j1, kv_heads, kvh, g, d, scale, acc, m_out, l_out,
+                        buf);
+    return;
+  }
+#endif
+  attend_chunk<T>(q, kc, vc, slots, j0, j1, kv_heads, kvh, g, d, scale, acc, m_out, l_out, buf);
+}
+
 // q [B, H, D] (rows may be strided: a view into qkv), caches [slots, KV, D],
 // slots [B, W] int64 (row b's first lens[b] entries are its context), lens [B].
 // Returns softmax(q k^T / sqrt(D)) v, [B, H, D] in q's dtype.
@@ -521,18 +530,8 @@ at::Tensor paged_decode_attention(at::Tensor q, at::Tensor k_cache, at::Tensor v
           float* a = acc.data() + ((tk.seq * kv_heads + tk.kvh) * chunks + tk.c) * g * d;
           const T* qs = qp + tk.seq * q.stride(0) + head0 * d;
           const int64_t* ss = sl + tk.seq * width;
-#if defined(__AVX512F__)
-          if (d % kLanes == 0 && d <= 16 * kLanes) {
-            attend_chunk_vec<T>(qs, kc, vc, ss, tk.j0, tk.j1, kv_heads, tk.kvh, g, d, scale, a,
-                                m_loc, l_loc, buf);
-            goto stats;
-          }
-#endif
-          attend_chunk<T>(qs, kc, vc, ss, tk.j0, tk.j1, kv_heads, tk.kvh, g, d, scale, a, m_loc,
-                          l_loc, buf);
-#if defined(__AVX512F__)
-        stats:
-#endif
+          attend<T>(qs, kc, vc, ss, tk.j0, tk.j1, kv_heads, tk.kvh, g, d, scale, a, m_loc, l_loc,
+                    buf);
           for (int64_t gi = 0; gi < g; ++gi) {
             mx[size_t(stat + gi * chunks)] = m_loc[gi];
             sum[size_t(stat + gi * chunks)] = l_loc[gi];
