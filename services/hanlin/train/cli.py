@@ -46,7 +46,9 @@ def main(
     try:
         train(job, workdir)
     except (DataError, ModelError) as e:
-        print(json.dumps({"event": "error", "message": str(e)}), flush=True)  # noqa: T201
+        # One write per line: every process of the job shares this stdout.
+        sys.stdout.write(json.dumps({"event": "error", "message": str(e)}) + "\n")
+        sys.stdout.flush()
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     sys.stdout.flush()

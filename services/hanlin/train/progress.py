@@ -124,12 +124,19 @@ class Reporter:
         return line
 
     def emit(self, obj: dict[str, Any]) -> None:
-        """Print one JSON line (above the bar, if any)."""
+        """Print one JSON line (above the bar, if any); only the main process prints.
+
+        Every process of a job shares one stdout, so the others stay quiet, and the
+        line goes out in one write: two writers must never splice their lines.
+        """
+        if not self.enabled:
+            return
         text = json.dumps(obj)
         if self._bar is not None:
             self._bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:
-            print(text, flush=True)  # noqa: T201 - the JSON-lines protocol is stdout
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
 
     def artifact(self, artifact: dict[str, Any]) -> None:
         """Publish the finished artifact (it becomes `status.artifact`)."""

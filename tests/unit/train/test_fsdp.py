@@ -46,6 +46,9 @@ def test_two_sharded_processes_equal_one(tmp_path: Path) -> None:
         write_spec(tmp_path / "two.yaml", spec), env={"MASTER_PORT": str(free_port())}
     )
     assert resumed[0] == {"event": "resumed", "step": 2, "totalSteps": 4}
+    # One job, one report: only the main process prints events.
+    events = [line["event"] for line in resumed if "event" in line]
+    assert events == ["resumed", "done"], events
     again = tensors(tmp_path / "two" / "model" / "model.safetensors")
     for k in b:
         assert torch.allclose(again[k], b[k], atol=1e-6), k
