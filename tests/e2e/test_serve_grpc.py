@@ -80,6 +80,26 @@ def test_unary_and_stream_agree(stub: Any) -> None:
     assert all(not c.finish_reason for c in chunks[:-1])
 
 
+def test_logits_processors(stub: Any) -> None:
+    forced = 1000
+    biased = serve_pb2.GenerateRequest(
+        model=MODEL, prompt="The capital of France is", max_tokens=3, temperature=0,
+        logit_bias={forced: 100.0},
+    )  # fmt: skip
+    assert list(stub.Generate(biased, metadata=AUTH).token_ids) == [forced] * 3
+    count = {"model": MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 16, "temperature": 0}
+    plain = stub.Generate(serve_pb2.GenerateRequest(**count), metadata=AUTH)
+    penalized = stub.Generate(
+        serve_pb2.GenerateRequest(**count, presence_penalty=2.0, repetition_penalty=1.2),
+        metadata=AUTH,
+    )
+    assert penalized.text != plain.text
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(serve_pb2.GenerateRequest(**count, logit_bias={10**8: 1.0}), metadata=AUTH)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "logit_bias" in (err.value.details() or "")
+
+
 def test_error_codes(stub: Any) -> None:
     def code(request: Any, metadata: Any = AUTH) -> grpc.StatusCode:
         with pytest.raises(grpc.RpcError) as err:

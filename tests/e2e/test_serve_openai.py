@@ -63,6 +63,60 @@ def test_models(client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list().data] == [MODEL]
 
 
+def test_model_retrieve(client: openai.OpenAI) -> None:
+    card = client.models.retrieve(MODEL)
+    assert card.id == MODEL and card.owned_by == "hanlin"
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.models.retrieve("gpt-nope")
+
+
+def test_logit_bias_penalties_and_min_tokens(client: openai.OpenAI, tokenizer: Any) -> None:
+    forced = tokenizer(" Paris", add_special_tokens=False).input_ids[0]
+    kwargs: dict[str, Any] = {"model": MODEL, "max_tokens": 4, "temperature": 0}
+    out = client.completions.create(
+        **kwargs, prompt="Once upon a time", logit_bias={str(forced): 100}
+    )
+    assert out.choices[0].text == " Paris" * 4
+    chat = client.chat.completions.create(
+        **kwargs, messages=[{"role": "user", "content": "Hi"}], logit_bias={str(forced): 100}
+    )
+    assert chat.choices[0].message.content == " Paris" * 4
+    count = {"model": MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 16, "temperature": 0}
+    plain = client.completions.create(**count).choices[0].text
+    penalized = client.completions.create(**count, presence_penalty=2.0, frequency_penalty=1.0)
+    assert penalized.choices[0].text != plain
+    # vLLM's extensions ride in the body, as the client sends them.
+    held = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Say hi."}], temperature=0,
+        max_tokens=40, extra_body={"min_tokens": 30, "repetition_penalty": 1.1},
+    )  # fmt: skip
+    assert held.usage is not None and held.usage.completion_tokens >= 30
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"logit_bias": {"not-a-token": 1}}, "logit_bias"),
+        ({"logit_bias": {"99999999": 1}}, "logit_bias"),
+        ({"logit_bias": {"5": 500}}, "logit_bias"),
+        ({"best_of": 3}, "best_of"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"min_tokens": 9}, "min_tokens"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+    ],
+)
+def test_unsupported_or_bad_options_are_400s_naming_the_field(
+    server: str, extra: dict[str, Any], param: str
+) -> None:
+    body = {"model": MODEL, "prompt": "hi", "max_tokens": 4} | extra
+    r = httpx.post(
+        f"{server}/v1/completions", json=body, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param, error
+
+
 def test_completion_greedy_is_deterministic(client: openai.OpenAI) -> None:
     kwargs: dict[str, Any] = {"model": MODEL, "prompt": "The capital of France is"}
     a = client.completions.create(**kwargs, max_tokens=12, temperature=0)

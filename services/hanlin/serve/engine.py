@@ -21,7 +21,7 @@ from hanlin.serve.model import ModelConfig
 from hanlin.serve.outputs import Logprob, RequestLimits, RequestOutput
 from hanlin.serve.params import SamplingParams
 from hanlin.serve.runner import ModelRunner, StepInputs
-from hanlin.serve.sampler import sample, top_logprobs
+from hanlin.serve.sampler import process_logits, sample, top_logprobs
 from hanlin.serve.scheduler import Scheduler, Sequence, Status
 
 
@@ -268,8 +268,16 @@ class Engine:
     def _sample(self, items: list[tuple[Sequence, torch.Tensor]]) -> list[RequestOutput]:
         seqs = [s for s, _ in items]
         logits = torch.stack([row for _, row in items])
-        tokens = sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
+        params = [s.params for s in seqs]
+        chosen_from = process_logits(
+            logits,
+            params,
+            [(s.prompt_ids, s.output_ids) for s in seqs],
+            [self._stop_ids(s.params) for s in seqs],
+        )
+        tokens = sample(chosen_from, params, [s.generator for s in seqs])
         want_lp = any(s.params.logprobs is not None for s in seqs)
+        # Logprobs are the model's own distribution (vLLM's default), not the processed one.
         logprobs = torch.log_softmax(logits, dim=-1) if want_lp else None
         now = time.monotonic()
         outputs = []
@@ -295,6 +303,12 @@ class Engine:
                 self._finish(seq, reason)
             outputs.append(self._output(seq, [token], new_lp))
         return outputs
+
+    def _stop_ids(self, p: SamplingParams) -> set[int]:
+        """The tokens that would end a sequence: what `min_tokens` bars."""
+        if not p.min_tokens:
+            return set()
+        return set(p.stop_token_ids) | (set() if p.ignore_eos else self.eos)
 
     def _finish(self, seq: Sequence, reason: str) -> None:
         self.scheduler.finish(seq, reason)

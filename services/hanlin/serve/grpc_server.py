@@ -74,6 +74,11 @@ class InferenceService(_pb2_grpc.InferenceServicer):  # type: ignore[misc]
             stop_token_ids=list(request.stop_token_ids),
             ignore_eos=request.ignore_eos,
             logprobs=request.logprobs if request.HasField("logprobs") else None,
+            min_tokens=request.min_tokens,
+            logit_bias=dict(request.logit_bias),
+            repetition_penalty=request.repetition_penalty or 1.0,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
         )
         return ids, params, adapter
 

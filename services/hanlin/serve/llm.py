@@ -42,32 +42,46 @@ class LLM:
     def generate(
         self,
         prompts: str | list[int] | list[str] | list[list[int]],
-        params: SamplingParams | None = None,
+        params: SamplingParams | list[SamplingParams] | None = None,
         adapter: str | None = None,
     ) -> list[GenerationResult]:
         """Generate for every prompt at once (continuous batching); results in prompt order.
 
+        `params`: one for all prompts, or one per prompt (as vLLM's `LLM.generate`).
         `adapter`: one of the engine's `lora_adapters` names (None: the base model).
+        A bad request raises `RequestError` before anything is queued.
         """
-        params = params or SamplingParams()
         batch: list[str | list[int]]
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             batch = [prompts]  # type: ignore[list-item]
         else:
             batch = list(prompts)  # type: ignore[arg-type]
+        if isinstance(params, list):
+            if len(params) != len(batch):
+                raise ValueError(f"{len(params)} SamplingParams for {len(batch)} prompts")
+            per_prompt = params
+        else:
+            per_prompt = [params or SamplingParams()] * len(batch)
         results: list[GenerationResult] = []
         parts: dict[str, tuple[int, int]] = {}
-        for i, prompt in enumerate(batch):
-            ids = (
-                list(self.tokenizer(prompt).input_ids) if isinstance(prompt, str) else list(prompt)
-            )
-            results.append(GenerationResult(prompt, ids, [Completion("", [], None)] * 0))
-            for j in range(params.n):
-                sub = params if params.seed is None else _with_seed(params, params.seed + j)
-                rid = f"llm-{i}-{j}"
-                self.engine.add_request(rid, ids, sub, adapter)
-                parts[rid] = (i, j)
-                results[i].outputs.append(Completion("", [], None))
+        try:
+            for i, (prompt, p) in enumerate(zip(batch, per_prompt, strict=True)):
+                ids = (
+                    list(self.tokenizer(prompt).input_ids)
+                    if isinstance(prompt, str)
+                    else list(prompt)
+                )
+                results.append(GenerationResult(prompt, ids, []))
+                for j in range(p.n):
+                    sub = p if p.seed is None else _with_seed(p, p.seed + j)
+                    rid = f"llm-{i}-{j}"
+                    self.engine.add_request(rid, ids, sub, adapter)
+                    parts[rid] = (i, j)
+                    results[i].outputs.append(Completion("", [], None))
+        except BaseException:
+            for rid in parts:
+                self.engine.abort(rid)
+            raise
         while self.engine.has_work():
             for out in self.engine.step():
                 i, j = parts[out.request_id]

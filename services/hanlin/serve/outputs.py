@@ -52,6 +52,7 @@ class RequestLimits:
     def check(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None) -> None:
         """Raise `RequestError` if the request can never run (bad params, too long)."""
         params.validate()
+        params.check_vocab(self.vocab_size)
         self.adapter_id(adapter)
         if not prompt_ids:
             raise RequestError(ErrorCode.INVALID_REQUEST, "prompt must not be empty", "prompt")

@@ -23,6 +23,12 @@ class SamplingParams:
     logprobs: int | None = None  # top alternatives per generated token (0 = only the chosen)
     prompt_logprobs: int | None = None  # same for every prompt token (first is None)
     skip_special_tokens: bool = True
+    # Logits processors, applied in this order before any choice (greedy included):
+    min_tokens: int = 0  # EOS and stop_token_ids are barred until this many tokens are out
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added logit
+    repetition_penalty: float = 1.0  # HF/CTRL: seen tokens (prompt and output) divide/multiply
+    presence_penalty: float = 0.0  # OpenAI: minus this once for each token already generated
+    frequency_penalty: float = 0.0  # OpenAI: minus this times the token's count in the output
 
     def validate(self) -> None:
         """Raise `RequestError(INVALID_REQUEST)` naming the first bad field."""
@@ -44,10 +50,63 @@ class SamplingParams:
             ),
             (len(self.stop) <= 8, "stop", f"at most 8 stop strings, got {len(self.stop)}"),
             (all(self.stop), "stop", "stop strings must not be empty"),
+            (self.min_tokens >= 0, "min_tokens", f"must be >= 0, got {self.min_tokens}"),
+            (
+                self.min_tokens <= self.max_tokens,
+                "min_tokens",
+                f"must be <= max_tokens ({self.max_tokens}), got {self.min_tokens}",
+            ),
+            (
+                0 < self.repetition_penalty <= 2,
+                "repetition_penalty",
+                f"must be in (0, 2], got {self.repetition_penalty}",
+            ),
+            (
+                -2 <= self.presence_penalty <= 2,
+                "presence_penalty",
+                f"must be between -2 and 2, got {self.presence_penalty}",
+            ),
+            (
+                -2 <= self.frequency_penalty <= 2,
+                "frequency_penalty",
+                f"must be between -2 and 2, got {self.frequency_penalty}",
+            ),
+            (
+                len(self.logit_bias) <= 300,
+                "logit_bias",
+                f"at most 300 tokens, got {len(self.logit_bias)}",
+            ),
+            (
+                all(-100 <= b <= 100 for b in self.logit_bias.values()),
+                "logit_bias",
+                "biases must be between -100 and 100",
+            ),
         ]
         for ok, name, message in checks:
             if not ok:
                 raise RequestError(ErrorCode.INVALID_REQUEST, f"{name} {message}", param=name)
+
+    def check_vocab(self, vocab_size: int) -> None:
+        """Token ids the request names must exist: a clear 400, not an index error later."""
+        for name, ids in (("logit_bias", self.logit_bias), ("stop_token_ids", self.stop_token_ids)):
+            bad = [t for t in ids if not 0 <= t < vocab_size]
+            if bad:
+                raise RequestError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"{name} names token {bad[0]}, outside the vocabulary [0, {vocab_size})",
+                    param=name,
+                )
+
+    @property
+    def processes_logits(self) -> bool:
+        """Whether any logits processor applies (else the raw logits are chosen from)."""
+        return bool(
+            self.min_tokens
+            or self.logit_bias
+            or self.repetition_penalty != 1.0
+            or self.presence_penalty
+            or self.frequency_penalty
+        )
 
     @property
     def greedy(self) -> bool:

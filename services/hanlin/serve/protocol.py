@@ -38,7 +38,22 @@ class _Sampling(_Request):
     ignore_eos: bool = False
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    # vLLM's extensions, sent by clients through `extra_body`:
+    repetition_penalty: float = Field(default=1.0, gt=0.0, le=2.0)
+    min_tokens: int = Field(default=0, ge=0)
     user: str | None = None
+    response_format: dict[str, Any] | None = None
+
+    def logit_bias_ids(self) -> dict[int, float]:
+        """`logit_bias` with its keys (token ids, as JSON strings) parsed."""
+        out: dict[int, float] = {}
+        for key, bias in (self.logit_bias or {}).items():
+            try:
+                out[int(key)] = float(bias)
+            except ValueError:
+                raise ValueError(f"logit_bias keys must be token ids, got {key!r}") from None
+        return out
 
     def stop_list(self) -> list[str]:
         """`stop` as a list."""
@@ -54,6 +69,7 @@ class CompletionRequest(_Sampling):
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=20)
     suffix: str | None = None
+    best_of: int | None = Field(default=None, ge=1)
 
 
 class ChatMessage(_Request):

@@ -103,14 +103,23 @@ def create_app(engine: AsyncEngine, model_name: str, api_key: str | None = None)
             await engine.render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
-    @app.get("/v1/models", dependencies=[Depends(authorize)])
-    async def models() -> ModelList:
+    def cards() -> list[ModelCard]:
         base = ModelCard(id=model_name, root=model_name, max_model_len=serving.max_model_len)
         adapters = [
             ModelCard(id=name, root=name, parent=model_name, max_model_len=serving.max_model_len)
             for name in serving.adapters
         ]
-        return ModelList(data=[base, *adapters])
+        return [base, *adapters]
+
+    @app.get("/v1/models", dependencies=[Depends(authorize)])
+    async def models() -> ModelList:
+        return ModelList(data=cards())
+
+    @app.get("/v1/models/{model:path}", dependencies=[Depends(authorize)])
+    async def model(model: str) -> ModelCard:
+        """One model (`client.models.retrieve`); an unknown id is OpenAI's 404."""
+        serving.check_model(model)
+        return next(c for c in cards() if c.id == model)
 
     def _stream(events: AsyncIterator[str]) -> StreamingResponse:
         return StreamingResponse(

@@ -137,12 +137,19 @@ class OpenAIServing:
         prompt_logprobs: int | None,
         seed_offset: int,
     ) -> SamplingParams:
-        if req.presence_penalty or req.frequency_penalty:
+        fmt = (req.response_format or {}).get("type", "text")
+        if fmt != "text":
             raise RequestError(
                 ErrorCode.INVALID_REQUEST,
-                "presence_penalty and frequency_penalty are not supported (send 0)",
-                "presence_penalty" if req.presence_penalty else "frequency_penalty",
+                f"response_format {fmt!r} is not supported: constrained decoding is not "
+                "implemented, and its output would not be guaranteed to parse (send "
+                '{"type": "text"}, or ask for JSON in the prompt)',
+                "response_format",
             )
+        try:
+            bias = req.logit_bias_ids()
+        except ValueError as exc:
+            raise RequestError(ErrorCode.INVALID_REQUEST, str(exc), "logit_bias") from None
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=req.temperature,
@@ -154,6 +161,11 @@ class OpenAIServing:
             ignore_eos=req.ignore_eos,
             logprobs=logprobs,
             prompt_logprobs=prompt_logprobs,
+            min_tokens=req.min_tokens,
+            logit_bias=bias,
+            repetition_penalty=req.repetition_penalty,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
         )
 
     def _submit(
@@ -203,6 +215,13 @@ class OpenAIServing:
         adapter = self.check_model(req.model)
         if req.suffix:
             raise RequestError(ErrorCode.INVALID_REQUEST, "suffix is not supported", "suffix")
+        if req.best_of is not None and req.best_of != req.n:
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"best_of {req.best_of} is not supported: send n instead (best_of must equal "
+                f"n, {req.n}, or be omitted)",
+                "best_of",
+            )
         prompts = self._completion_prompts(req)
         ids: list[list[int]] = []
         params: list[SamplingParams] = []
