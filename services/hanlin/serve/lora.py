@@ -23,7 +23,13 @@ import torch
 from torch import nn
 
 from hanlin.serve.adapters import read_lora
-from hanlin.serve.model import DecoderLayer, LlamaModel
+from hanlin.serve.model import (
+    DecoderLayer,
+    LlamaModel,
+    ModelConfig,
+    internlm2_names,
+    split_wqkv,
+)
 
 # Fused engine layer -> the checkpoint projections it holds, in output order.
 _FUSED = {
@@ -81,6 +87,8 @@ def attach_lora(
     loaded = []
     for name, path in adapters:
         pairs = read_lora(path)
+        if model.cfg.architecture == "InternLM2ForCausalLM":
+            pairs = _internlm2_pairs(pairs, model.cfg)
         for target in pairs:
             if not target.startswith("layers.") or not any(
                 f".{p}.weight" in target for parts in _FUSED.values() for p in parts
@@ -97,6 +105,19 @@ def attach_lora(
             if wrapped is not None:
                 setattr(layer, attr, wrapped)
     return ctx
+
+
+def _internlm2_pairs(
+    pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], cfg: ModelConfig
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """An InternLM2 adapter under Llama's names: a `wqkv` update B (A x) is three, one
+    per projection, sharing A, with B's rows cut as the packed weight's are."""
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for target, (a, b) in pairs.items():
+        names = internlm2_names(target)
+        bs = split_wqkv(b, cfg) if len(names) == 3 else [b]
+        out.update((n, (a, part)) for n, part in zip(names, bs, strict=True))
+    return out
 
 
 def _shard(

@@ -54,20 +54,30 @@ class ModelConfig:
     max_position_embeddings: int
     tie_word_embeddings: bool
     eos_token_ids: tuple[int, ...]
+    architecture: str = "LlamaForCausalLM"
 
     @classmethod
     def from_dir(cls, model_dir: Path) -> ModelConfig:
         """Read `config.json` (and the eos ids of `generation_config.json`)."""
         raw: dict[str, Any] = json.loads((model_dir / "config.json").read_text())
         arch = (raw.get("architectures") or ["?"])[0]
-        if arch not in ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"):
-            raise ValueError(f"config.json architectures: unsupported architecture {arch!r}")
+        if arch not in ARCHITECTURES:
+            raise ValueError(
+                f"config.json architectures: unsupported architecture {arch!r}; "
+                f"served: {', '.join(ARCHITECTURES)}"
+            )
         rope = raw.get("rope_parameters") or {}
         theta = float(rope.get("rope_theta", raw.get("rope_theta", 10000.0)))
-        if rope.get("rope_type", "default") != "default" or raw.get("rope_scaling"):
-            raise ValueError(
-                "config.json rope_scaling: only the default rotary embedding is served"
-            )
+        scaling = raw.get("rope_scaling") or {}
+        kinds = [rope.get("rope_type"), scaling.get("rope_type"), scaling.get("type")]
+        # Dynamic NTK scaling changes nothing up to max_position_embeddings, which caps
+        # the served length (InternLM2 checkpoints ship it); other schemes change every
+        # position and are refused.
+        for kind in kinds:
+            if kind not in (None, "default", "dynamic"):
+                raise ValueError(
+                    f"config.json rope_scaling: {kind!r} is not served (default and dynamic are)"
+                )
         eos: list[int] = []
         for source in (raw, _read_json(model_dir / "generation_config.json")):
             value = source.get("eos_token_id")
@@ -86,7 +96,65 @@ class ModelConfig:
             max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
             eos_token_ids=tuple(dict.fromkeys(eos)),
+            architecture=arch,
         )
+
+
+ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "Qwen2ForCausalLM",
+    "MistralForCausalLM",
+    "InternLM2ForCausalLM",
+)
+
+
+_INTERNLM2_NAMES = {
+    "tok_embeddings.weight": "embed_tokens.weight",
+    "output.weight": "lm_head.weight",
+    ".attention.wo.": ".self_attn.o_proj.",
+    ".feed_forward.w1.": ".mlp.gate_proj.",
+    ".feed_forward.w3.": ".mlp.up_proj.",
+    ".feed_forward.w2.": ".mlp.down_proj.",
+    ".attention_norm.": ".input_layernorm.",
+    ".ffn_norm.": ".post_attention_layernorm.",
+}
+
+
+def internlm2_names(key: str) -> list[str]:
+    """The Llama names of an InternLM2 state-dict key (`model.` removed): one, or
+    q, k and v for the packed `wqkv`."""
+    if ".attention.wqkv." in key:
+        return [key.replace(".attention.wqkv.", f".self_attn.{p}_proj.") for p in "qkv"]
+    for old, new in _INTERNLM2_NAMES.items():
+        if old in key:
+            return [key.replace(old, new)]
+    return [key]
+
+
+def split_wqkv(value: torch.Tensor, cfg: ModelConfig) -> list[torch.Tensor]:
+    """q, k and v rows of InternLM2's packed `wqkv` rows (a weight, bias or LoRA B).
+
+    The rows go by key/value head: its group of query heads, then its key head, then
+    its value head (InternLM2's `rearrange(..., "b q (h gs d) -> b q h gs d")`).
+    """
+    group = cfg.num_heads // cfg.num_kv_heads
+    rest = value.shape[1:]
+    packed = value.reshape(cfg.num_kv_heads, group + 2, cfg.head_dim, *rest)
+    return [
+        packed[:, :group].reshape(-1, *rest),
+        packed[:, group].reshape(-1, *rest),
+        packed[:, group + 1].reshape(-1, *rest),
+    ]
+
+
+def internlm2_to_llama(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """An InternLM2 state dict (the `model.` prefix removed) under Llama's names."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        names = internlm2_names(key)
+        parts = split_wqkv(value, cfg) if len(names) == 3 else [value]
+        out.update(zip(names, parts, strict=True))
+    return out
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -153,7 +221,9 @@ class DecoderLayer(nn.Module):
     elsewhere (`hanlin.serve.kernels`).
     """
 
-    def __init__(self, cfg: ModelConfig, tp: TensorParallel, qkv_bias: bool) -> None:
+    def __init__(
+        self, cfg: ModelConfig, tp: TensorParallel, qkv_bias: bool, o_bias: bool = False
+    ) -> None:
         super().__init__()
         kv_lo, kv_hi = tp.split(cfg.num_kv_heads)
         group = cfg.num_heads // cfg.num_kv_heads
@@ -169,7 +239,7 @@ class DecoderLayer(nn.Module):
         self.qkv: nn.Linear = nn.Linear(
             cfg.hidden_size, (self.heads + 2 * self.kv_heads) * d, bias=qkv_bias
         )
-        self.o: nn.Linear = nn.Linear(self.heads * d, cfg.hidden_size, bias=False)
+        self.o: nn.Linear = nn.Linear(self.heads * d, cfg.hidden_size, bias=o_bias)
         self.gate_up: nn.Linear = nn.Linear(cfg.hidden_size, 2 * self.inter, bias=False)
         self.down: nn.Linear = nn.Linear(self.inter, cfg.hidden_size, bias=False)
         self.tp = tp
@@ -255,17 +325,24 @@ class LlamaModel(nn.Module):
     inv_freq: torch.Tensor
     rope_cos: torch.Tensor
     rope_sin: torch.Tensor
+    head: torch.Tensor | None
 
-    def __init__(self, cfg: ModelConfig, tp: TensorParallel, qkv_bias: bool = False) -> None:
+    def __init__(
+        self, cfg: ModelConfig, tp: TensorParallel, qkv_bias: bool = False, o_bias: bool = False
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.tp = tp
         self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, tp, qkv_bias) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(cfg, tp, qkv_bias, o_bias) for _ in range(cfg.num_layers)
+        )
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.head: torch.Tensor | None = None
-        if not cfg.tie_word_embeddings:
-            self.register_buffer("head", torch.empty(cfg.vocab_size, cfg.hidden_size))
+        # An untied output head is a buffer (it moves and casts with the model).
+        self.register_buffer(
+            "head",
+            None if cfg.tie_word_embeddings else torch.empty(cfg.vocab_size, cfg.hidden_size),
+        )
         # The output head as a module (tied or not), set by `load_model`: quantized, or
         # with its weight packed for oneDNN.
         self.head_proj: nn.Module | None = None
@@ -369,9 +446,12 @@ def load_model(
     state = {k.removeprefix("model."): v.float() for k, v in state.items()}
     for adapter in adapters or []:
         merge_adapters(state, adapter)
+    if cfg.architecture == "InternLM2ForCausalLM":
+        state = internlm2_to_llama(state, cfg)
     qkv_bias = "layers.0.self_attn.q_proj.bias" in state
+    o_bias = "layers.0.self_attn.o_proj.bias" in state
     with torch.device("meta"):
-        model = LlamaModel(cfg, tp, qkv_bias)
+        model = LlamaModel(cfg, tp, qkv_bias, o_bias)
     model = model.to_empty(device="cpu")
     _fill(model, cfg, tp, state)
     del state
@@ -482,6 +562,10 @@ def _fill(
                     )
                 )
             layer.o.weight.copy_(state[a + "o_proj.weight"][:, q_rows])
+            if layer.o.bias is not None:
+                # Row-parallel: the ranks' outputs are summed, so one rank adds the bias.
+                bias = state[a + "o_proj.bias"]
+                layer.o.bias.copy_(bias if tp.rank == 0 else torch.zeros_like(bias))
             m = p + "mlp."
             layer.gate_up.weight.copy_(
                 torch.cat(
