@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -98,6 +99,23 @@ def test_logits_processors(stub: Any) -> None:
         stub.Generate(serve_pb2.GenerateRequest(**count, logit_bias={10**8: 1.0}), metadata=AUTH)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "logit_bias" in (err.value.details() or "")
+
+
+def test_structured_output(stub: Any) -> None:
+    base = {"model": MODEL, "prompt": "The capital of Italy is", "max_tokens": 12, "temperature": 0}
+    picked = stub.Generate(
+        serve_pb2.GenerateRequest(**base, choice=["Rome", "Milan"]), metadata=AUTH
+    )
+    assert picked.text in ("Rome", "Milan") and picked.finish_reason == "stop"
+    schema = '{"type": "object", "properties": {"city": {"type": "string", "maxLength": 10}}, "required": ["city"]}'
+    obj = stub.Generate(
+        serve_pb2.GenerateRequest(**base | {"max_tokens": 30}, json_schema=schema), metadata=AUTH
+    )
+    assert isinstance(json.loads(obj.text)["city"], str)
+    for bad in ({"regex": "[a-z", "choice": []}, {"regex": "a+", "choice": ["a"]}):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Generate(serve_pb2.GenerateRequest(**base, **bad), metadata=AUTH)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_error_codes(stub: Any) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,7 +102,23 @@ def test_logit_bias_penalties_and_min_tokens(client: openai.OpenAI, tokenizer: A
         ({"logit_bias": {"99999999": 1}}, "logit_bias"),
         ({"logit_bias": {"5": 500}}, "logit_bias"),
         ({"best_of": 3}, "best_of"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+            "response_format",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"schema": {"type": "nope"}},
+                }
+            },
+            "response_format",
+        ),
+        ({"guided_regex": "[a-z"}, "guided_regex"),
+        ({"guided_choice": []}, "guided_choice"),
+        ({"structured_outputs": {"choice": ["a"]}, "guided_regex": "a"}, "guided_regex"),
         ({"min_tokens": 9}, "min_tokens"),
         ({"repetition_penalty": 0}, "repetition_penalty"),
     ],
@@ -115,6 +133,59 @@ def test_unsupported_or_bad_options_are_400s_naming_the_field(
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == param, error
+
+
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 24}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+def test_structured_output(client: openai.OpenAI) -> None:
+    import jsonschema
+
+    ask = [{"role": "user", "content": "Describe Ada Lovelace as JSON."}]
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {"name": "person", "schema": PERSON, "strict": True},
+    }
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=ask,
+        max_tokens=60,
+        temperature=0,
+        response_format=fmt,  # type: ignore[arg-type]
+    )
+    assert r.choices[0].finish_reason == "stop"
+    text = r.choices[0].message.content or ""
+    jsonschema.validate(json.loads(text), PERSON)
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model=MODEL, messages=ask, max_tokens=60, temperature=0, response_format=fmt,  # type: ignore[arg-type]
+            stream=True,
+        )
+        if c.choices
+    )  # fmt: skip
+    assert streamed == text
+    anything = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Name two colors, in JSON."}],
+        max_tokens=80, temperature=0, response_format={"type": "json_object"},
+    )  # fmt: skip
+    assert isinstance(json.loads(anything.choices[0].message.content or ""), dict)
+    # vLLM's ways of asking, through extra_body, on completions too.
+    picked = client.completions.create(
+        model=MODEL, prompt="The capital of Italy is", max_tokens=8, temperature=0,
+        extra_body={"structured_outputs": {"choice": ["Rome", "Milan", "Turin"]}},
+    )  # fmt: skip
+    assert picked.choices[0].text in ("Rome", "Milan", "Turin")
+    date = client.completions.create(
+        model=MODEL, prompt="Today's date:", max_tokens=12, temperature=0,
+        extra_body={"guided_regex": "[0-9]{4}-[0-9]{2}-[0-9]{2}"},
+    )  # fmt: skip
+    assert re.fullmatch("[0-9]{4}-[0-9]{2}-[0-9]{2}", date.choices[0].text)
 
 
 def test_completion_greedy_is_deterministic(client: openai.OpenAI) -> None:

@@ -2,7 +2,7 @@
 
 The 135M model rarely decides to call a tool on its own, so these tests force
 calls with `tool_choice` (the prefilled call start leaves the model only the
-arguments to write) and check the protocol end to end: the call comes back as
+arguments to write, held to the function's parameters schema) and check the protocol end to end: the call comes back as
 `tool_calls` with JSON-object arguments, streamed or not, a tool result can be
 sent back, and bad tool requests are 400s naming the field.
 """
@@ -56,7 +56,42 @@ def test_a_forced_call_comes_back_as_tool_calls(client: openai.OpenAI) -> None:
     calls = choice.message.tool_calls or []
     assert len(calls) == 1 and calls[0].type == "function" and calls[0].id.startswith("call_")
     assert calls[0].function.name == "get_weather"
-    assert isinstance(json.loads(calls[0].function.arguments), dict)
+    assert isinstance(json.loads(calls[0].function.arguments)["city"], str)
+
+
+ADD = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two integers",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "ask",
+    ["What is 2 plus 40?", "What is the weather in Rome?", "Hello!", "Add seven and five."],
+)
+def test_a_required_call_names_a_tool_and_its_arguments_follow_the_schema(
+    client: openai.OpenAI, ask: str
+) -> None:
+    import jsonschema
+
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in (WEATHER, ADD)}
+    r = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": ask}], tools=[WEATHER, ADD],
+        tool_choice="required", max_tokens=64, temperature=0,
+    )  # fmt: skip
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    (call,) = choice.message.tool_calls or []
+    jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
 
 
 def test_streamed_call_equals_the_unstreamed_one(client: openai.OpenAI) -> None:

@@ -15,6 +15,7 @@ import torch
 from hanlin.serve.config import EngineConfig
 from hanlin.serve.detokenizer import Detokenizer
 from hanlin.serve.errors import ErrorCode, RequestError
+from hanlin.serve.guided import GuidedDecoding
 from hanlin.serve.kv_cache import BlockManager, available_memory
 from hanlin.serve.metrics import EngineMetrics
 from hanlin.serve.model import ModelConfig
@@ -83,6 +84,7 @@ class Engine:
         self.eos = set(model.cfg.eos_token_ids)
         if self.tokenizer.eos_token_id is not None:
             self.eos.add(int(self.tokenizer.eos_token_id))
+        self.guided = GuidedDecoding(self.tokenizer, model.cfg.vocab_size, self.eos)
 
     def _kv_cache_bytes(self, cfg: ModelConfig, per_token: int) -> int:
         """The cache budget: fixed bytes, or a fraction of the memory left after the weights."""
@@ -275,6 +277,9 @@ class Engine:
             [(s.prompt_ids, s.output_ids) for s in seqs],
             [self._stop_ids(s.params) for s in seqs],
         )
+        matchers = [self._matcher(s) for s in seqs]
+        if any(m is not None for m in matchers):
+            chosen_from = self._guide(logits, chosen_from, matchers)
         tokens = sample(chosen_from, params, [s.generator for s in seqs])
         want_lp = any(s.params.logprobs is not None for s in seqs)
         # Logprobs are the model's own distribution (vLLM's default), not the processed one.
@@ -297,12 +302,40 @@ class Engine:
                 reason = "stop"
             elif seq.detok.add(token):
                 reason = "stop"
+            elif matchers[j] is not None and self.guided.advance(matchers[j], token):
+                reason = "stop"  # the grammar is complete
             elif len(seq.output_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
                 reason = "length"
             if reason:
                 self._finish(seq, reason)
             outputs.append(self._output(seq, [token], new_lp))
         return outputs
+
+    def _matcher(self, seq: Sequence) -> Any:
+        """The sequence's grammar matcher (made on its first token), or None when unguided."""
+        guide = seq.params.guide
+        if guide is None:
+            return None
+        if seq.guide_state is None:
+            seq.guide_state = self.guided.matcher(guide, seq.output_ids)
+        return seq.guide_state
+
+    def _guide(
+        self, raw: torch.Tensor, processed: torch.Tensor, matchers: list[Any]
+    ) -> torch.Tensor:
+        """Mask what each guided row's grammar forbids (after the other processors).
+
+        Should the two together forbid every token (min_tokens barring the end a finished
+        grammar allows), the grammar wins: that row is chosen from its grammar alone.
+        """
+        out = processed.clone() if processed is raw else processed
+        self.guided.mask(matchers, out)
+        for row, m in enumerate(matchers):
+            if m is not None and bool(torch.isneginf(out[row]).all()):
+                only = raw[row : row + 1].clone()
+                self.guided.mask([m], only)
+                out[row] = only[0]
+        return out
 
     def _stop_ids(self, p: SamplingParams) -> set[int]:
         """The tokens that would end a sequence: what `min_tokens` bars."""

@@ -14,6 +14,7 @@ import grpc
 
 from hanlin.serve.async_engine import AsyncEngine
 from hanlin.serve.errors import ErrorCode, RequestError
+from hanlin.serve.guided import Guide
 from hanlin.serve.outputs import Logprob, RequestOutput
 from hanlin.serve.params import SamplingParams
 from hanlin.serve.proto import serve_pb2 as _pb2
@@ -79,6 +80,7 @@ class InferenceService(_pb2_grpc.InferenceServicer):  # type: ignore[misc]
             repetition_penalty=request.repetition_penalty or 1.0,
             presence_penalty=request.presence_penalty,
             frequency_penalty=request.frequency_penalty,
+            guide=_guide(request),
         )
         return ids, params, adapter
 
@@ -158,3 +160,24 @@ async def start_grpc(
         raise RuntimeError(f"cannot bind gRPC to {host}:{port}")
     await server.start()
     return server
+
+
+def _guide(request: Any) -> Guide | None:
+    """The structured output a request asks for; more than one is INVALID_ARGUMENT."""
+    asked = [
+        Guide.of(kind, value, kind if kind != "json" else "json_schema")
+        for kind, value in (
+            ("json", request.json_schema),
+            ("regex", request.regex),
+            ("choice", list(request.choice)),
+            ("grammar", request.grammar),
+        )
+        if value
+    ]
+    if len(asked) > 1:
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            "set at most one of json_schema, regex, choice, grammar",
+            asked[1].param,
+        )
+    return asked[0] if asked else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hanlin.serve.errors import ErrorCode, RequestError
+from hanlin.serve.guided import Guide
 
 
 @dataclass
@@ -29,6 +30,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0  # HF/CTRL: seen tokens (prompt and output) divide/multiply
     presence_penalty: float = 0.0  # OpenAI: minus this once for each token already generated
     frequency_penalty: float = 0.0  # OpenAI: minus this times the token's count in the output
+    guide: Guide | None = None  # structured output: a JSON schema, regex, choice or grammar
 
     def validate(self) -> None:
         """Raise `RequestError(INVALID_REQUEST)` naming the first bad field."""
@@ -85,6 +87,8 @@ class SamplingParams:
         for ok, name, message in checks:
             if not ok:
                 raise RequestError(ErrorCode.INVALID_REQUEST, f"{name} {message}", param=name)
+        if self.guide is not None:
+            self.guide.validate()
 
     def check_vocab(self, vocab_size: int) -> None:
         """Token ids the request names must exist: a clear 400, not an index error later."""

@@ -43,7 +43,13 @@ class _Sampling(_Request):
     repetition_penalty: float = Field(default=1.0, gt=0.0, le=2.0)
     min_tokens: int = Field(default=0, ge=0)
     user: str | None = None
+    # Structured output: OpenAI's response_format, or vLLM's structured_outputs / guided_*.
     response_format: dict[str, Any] | None = None
+    structured_outputs: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
 
     def logit_bias_ids(self) -> dict[int, float]:
         """`logit_bias` with its keys (token ids, as JSON strings) parsed."""

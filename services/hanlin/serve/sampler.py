@@ -51,8 +51,8 @@ def process_logits(
             v = x[seen]
             x[seen] = torch.where(v > 0, v / p.repetition_penalty, v * p.repetition_penalty)
         if output and (p.frequency_penalty or p.presence_penalty):
-            ids, counts = torch.tensor(output, dtype=torch.long, device=dev).unique(
-                return_counts=True
+            ids, counts = torch.unique(
+                torch.tensor(output, dtype=torch.long, device=dev), return_counts=True
             )
             x.index_add_(0, ids, -(counts.to(x.dtype) * p.frequency_penalty + p.presence_penalty))
     return logits

@@ -54,6 +54,7 @@ class Sequence:
     detok: Any = None  # the Detokenizer (kept generic to avoid an import cycle)
     preemptions: int = 0
     adapter: int = 0  # 0: the base model; i: the engine's LoRA adapter i - 1
+    guide_state: Any = None  # the grammar matcher of a guided sequence (structured output)
 
     @property
     def all_ids(self) -> list[int]:

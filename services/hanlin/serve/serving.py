@@ -14,6 +14,7 @@ from typing import Any
 
 from hanlin.serve.async_engine import AsyncEngine, RequestStream
 from hanlin.serve.errors import ErrorCode, RequestError
+from hanlin.serve.guided import Guide
 from hanlin.serve.outputs import Logprob, RequestOutput
 from hanlin.serve.params import SamplingParams
 from hanlin.serve.protocol import (
@@ -129,6 +130,53 @@ class OpenAIServing:
             "model",
         )
 
+    @staticmethod
+    def _guide(req: _Sampling) -> Guide | None:
+        """The structured output a request asks for (at most one way of asking)."""
+        asked: list[Guide] = []
+        fmt = req.response_format
+        if fmt is not None:
+            kind = fmt.get("type", "text")
+            if kind == "json_object":
+                asked.append(Guide.of("json", {"type": "object"}, "response_format"))
+            elif kind == "json_schema":
+                schema = (fmt.get("json_schema") or {}).get("schema")
+                if not isinstance(schema, dict):
+                    raise RequestError(
+                        ErrorCode.INVALID_REQUEST,
+                        "response_format.json_schema.schema must be a JSON schema object",
+                        "response_format",
+                    )
+                asked.append(Guide.of("json", schema, "response_format"))
+            elif kind != "text":
+                raise RequestError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"response_format type {kind!r} is not one of text, json_object, json_schema",
+                    "response_format",
+                )
+        outputs = dict(req.structured_outputs or {})
+        if outputs.pop("json_object", False):
+            asked.append(Guide.of("json", {"type": "object"}, "structured_outputs"))
+        for kind, value in outputs.items():
+            if value is not None:
+                asked.append(Guide.of(kind, value, "structured_outputs"))
+        legacy = {
+            "json": req.guided_json,
+            "regex": req.guided_regex,
+            "choice": req.guided_choice,
+            "grammar": req.guided_grammar,
+        }
+        asked += [Guide.of(k, v, f"guided_{k}") for k, v in legacy.items() if v is not None]
+        if len(asked) > 1:
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                "ask for one structured output: "
+                + ", ".join(sorted({g.param for g in asked}))
+                + " were given together",
+                asked[1].param,
+            )
+        return asked[0] if asked else None
+
     def _params(
         self,
         req: _Sampling,
@@ -136,16 +184,9 @@ class OpenAIServing:
         logprobs: int | None,
         prompt_logprobs: int | None,
         seed_offset: int,
+        guide: Guide | None = None,
     ) -> SamplingParams:
-        fmt = (req.response_format or {}).get("type", "text")
-        if fmt != "text":
-            raise RequestError(
-                ErrorCode.INVALID_REQUEST,
-                f"response_format {fmt!r} is not supported: constrained decoding is not "
-                "implemented, and its output would not be guaranteed to parse (send "
-                '{"type": "text"}, or ask for JSON in the prompt)',
-                "response_format",
-            )
+        guide = self._guide(req) if guide is None else guide
         try:
             bias = req.logit_bias_ids()
         except ValueError as exc:
@@ -166,6 +207,7 @@ class OpenAIServing:
             repetition_penalty=req.repetition_penalty,
             presence_penalty=req.presence_penalty,
             frequency_penalty=req.frequency_penalty,
+            guide=guide,
         )
 
     def _submit(
@@ -381,7 +423,9 @@ class OpenAIServing:
             requested = 1  # let the engine produce the standard too-long message
         max_tokens = self._default_max_tokens(prompt, requested)
         top = (req.top_logprobs or 0) if req.logprobs else None
-        params = [self._params(req, max_tokens, top, None, j) for j in range(req.n)]
+        # A forced call is held to its grammar (and its arguments to the schema).
+        guide = plan.guide() if plan is not None else None
+        params = [self._params(req, max_tokens, top, None, j, guide) for j in range(req.n)]
         return prompt, self._submit([prompt] * req.n, params, adapter), plan
 
     def _chat_logprobs(self, tokens: list[int], lps: list[Logprob]) -> ChatLogprobs:

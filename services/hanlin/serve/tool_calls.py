@@ -19,15 +19,18 @@ declared tool is returned as plain content.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from hanlin.serve.errors import ErrorCode, RequestError
+from hanlin.serve.guided import Guide
 from hanlin.serve.protocol import ChatResponseMessage, ToolCall
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
+log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -52,6 +55,26 @@ class ToolPlan:
     def forced(self) -> bool:
         """A call is required (by name or not)."""
         return bool(self.prefix)
+
+    def guide(self) -> Guide | None:
+        """For a forced call, the grammar of what follows the prefix: the rest of one call
+        whose arguments follow the function's parameters schema, so it always parses."""
+        if not self.forced:
+            return None
+        named = [f for f in self.functions if self.prefix == _named_prefix(f["name"])]
+        rules, calls = [], []
+        for i, fn in enumerate(named or self.functions):
+            # "required" leaves the name open: each alternative writes its own.
+            head = "" if named else json.dumps(fn["name"] + '", "arguments": ') + " "
+            calls.append(f"call_{i}")
+            rules.append(f'call_{i}: {head}args_{i} "}}"')
+            rules.append(f"args_{i}: %json {json.dumps(_arguments_schema(fn))}")
+        return Guide("grammar", "\n".join([f"start: {' | '.join(calls)}", *rules]), "tools")
+
+
+def _named_prefix(name: str) -> str:
+    """The prefill of a call to the function `name`, up to its arguments."""
+    return OPEN + "\n" + json.dumps({"name": name})[:-1] + ', "arguments": '
 
 
 def plan_tools(
@@ -86,7 +109,7 @@ def plan_tools(
                 f"tool_choice names function {name!r}, which is not in tools ({', '.join(names)})",
                 "tool_choice",
             )
-        prefix = OPEN + "\n" + json.dumps({"name": name})[:-1] + ', "arguments": '
+        prefix = _named_prefix(str(name))
     else:
         raise RequestError(
             ErrorCode.INVALID_REQUEST,
@@ -95,6 +118,38 @@ def plan_tools(
             "tool_choice",
         )
     return ToolPlan(functions, prefix, in_template, parallel)
+
+
+def _arguments_schema(fn: dict[str, Any]) -> dict[str, Any]:
+    """The grammar of a forced call's arguments: the function's parameters, closed.
+
+    Objects that list their properties admit no others unless the schema says so
+    (OpenAI's strict mode): a keyword the function does not take breaks the call
+    that a Python tool makes with them. Whitespace is compact, as the arguments are
+    re-serialized anyway, so a small model cannot pad a call with newlines until
+    max_tokens. A schema the grammar engine refuses holds them to any JSON object.
+    """
+    schema: dict[str, Any] = _closed(fn["parameters"])
+    schema["x-guidance"] = {"whitespace_flexible": False}
+    try:
+        Guide("json", json.dumps(schema), "tools").validate()
+    except RequestError as exc:
+        log.warning("tool %s: arguments held to any JSON object: %s", fn["name"], exc.message)
+        return {"type": "object", "x-guidance": {"whitespace_flexible": False}}
+    return schema
+
+
+def _closed(schema: Any) -> Any:
+    """A copy of `schema` whose objects with `properties` default to no others."""
+    if isinstance(schema, list):
+        return [_closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _closed(v) for k, v in schema.items()}
+    if isinstance(schema.get("properties"), dict):
+        out["properties"] = {k: _closed(v) for k, v in schema["properties"].items()}
+        out.setdefault("additionalProperties", False)
+    return out
 
 
 def _function(i: int, tool: Any) -> dict[str, Any]:
