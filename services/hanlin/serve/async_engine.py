@@ -120,7 +120,9 @@ class AsyncEngine:
             proc.join(timeout=30)
             raise EngineDied(f"the engine failed to start: {payload}")
         self._limits = payload.limits
-        self.tokenizer = load_tokenizer(self.config.model, payload.tokenizer_class)
+        self.tokenizer = load_tokenizer(
+            self.config.model, payload.tokenizer_class, self.config.trust_remote_code
+        )
         for target, name in (
             (self._send_loop, "hanlin-engine-send"),
             (self._read_loop, "hanlin-engine-read"),
@@ -336,19 +338,21 @@ class RequestStream:
             self.abort()
 
 
-def load_tokenizer(model_dir: object, engine_class: str) -> Any:
+def load_tokenizer(model_dir: object, engine_class: str, trust_remote_code: bool = False) -> Any:
     """The engine's tokenizer, loaded by its own class so this process needs no torch.
 
     `AutoTokenizer` imports torch (hundreds of MB in a process that never computes);
     the class it picked in the engine, imported by name from transformers, does not.
-    Any other class falls back to `AutoTokenizer`.
+    Any other class (one the model directory ships, too) falls back to `AutoTokenizer`.
     """
     import transformers
 
     name = engine_class.rpartition(".")[2]
     cls = getattr(transformers, name, None)
     if cls is None or f"{cls.__module__}.{cls.__qualname__}" != engine_class:
-        return transformers.AutoTokenizer.from_pretrained(model_dir)
+        return transformers.AutoTokenizer.from_pretrained(
+            model_dir, trust_remote_code=trust_remote_code
+        )
     return cls.from_pretrained(model_dir)
 
 

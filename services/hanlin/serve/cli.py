@@ -70,6 +70,14 @@ def serve(
         list[str] | None,
         typer.Option(help="A PEFT LoRA adapter (dir or URI) merged into the weights at load."),
     ] = None,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            help="Run the tokenizer code a model directory ships (InternLM2's, for one); "
+            "off by default: it is code from the checkpoint.",
+            envvar="HANLIN_TRUST_REMOTE_CODE",
+        ),
+    ] = False,
     api_key_env: Annotated[
         str, typer.Option(help="Environment variable holding the API key (unset: no auth).")
     ] = "HANLIN_API_KEY",
@@ -156,6 +164,7 @@ def serve(
             max_queue=max_queue,
             num_threads=threads,
             device=device,
+            trust_remote_code=trust_remote_code,
             **options,  # type: ignore[arg-type]
         )
     except ValueError as err:

@@ -54,6 +54,8 @@ class EngineConfig:
     """Overrides `kv_cache_bytes` (tests force preemption with a tiny cache)."""
     max_model_len: int | None = None
     """Prompt + output limit; defaults to the model's context, capped by the cache."""
+    trust_remote_code: bool = False
+    """Let transformers run tokenizer code shipped in the model directory."""
     max_batch_tokens: int = 512
     """Token budget of one step (decode tokens plus prefill chunks)."""
     max_seqs: int = 64

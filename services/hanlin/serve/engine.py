@@ -37,7 +37,9 @@ class Engine:
         self.config = config
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(config.model)
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(
+            config.model, trust_remote_code=config.trust_remote_code
+        )
         self.metrics = metrics or EngineMetrics()
         self.tp_group: Any = None
         if config.tensor_parallel > 1:

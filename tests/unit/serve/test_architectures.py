@@ -64,3 +64,40 @@ def test_architecture_equals_hf_generate(tmp_path: Path, tokenizer: Any, kind: s
                 pad_token_id=0,
             )[0, len(ids) :].tolist()  # fmt: skip
         assert res.outputs[0].token_ids == want, kind
+
+
+def test_a_tokenizer_the_checkpoint_ships_runs_only_when_trusted(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    """InternLM2-style: the tokenizer class comes as code in the model directory."""
+    import json
+
+    from hanlin.serve.async_engine import load_tokenizer
+
+    for f in model_dir.iterdir():
+        (tmp_path / f.name).symlink_to(f)
+    (tmp_path / "tokenizer_config.json").unlink()
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    config |= {
+        "tokenizer_class": "ShippedTokenizer",
+        "auto_map": {"AutoTokenizer": [None, "tokenization_shipped.ShippedTokenizer"]},
+    }
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    (tmp_path / "tokenization_shipped.py").write_text(
+        "from transformers import PreTrainedTokenizerFast\n\n\n"
+        "class ShippedTokenizer(PreTrainedTokenizerFast):\n"
+        "    shipped = True\n"
+    )
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        LLM(tmp_path)
+    llm = LLM(tmp_path, trust_remote_code=True)
+    assert type(llm.tokenizer).__name__ == "ShippedTokenizer" and llm.tokenizer.shipped
+    reference = LLM(model_dir)
+    params = SamplingParams(max_tokens=8, temperature=0)
+    assert [r.outputs[0].text for r in llm.generate(PROMPTS, params)] == [
+        r.outputs[0].text for r in reference.generate(PROMPTS, params)
+    ]
+    # The server process loads the same class by name, trusted as the engine was.
+    engine_class = f"{type(llm.tokenizer).__module__}.{type(llm.tokenizer).__qualname__}"
+    served = load_tokenizer(tmp_path, engine_class, trust_remote_code=True)
+    assert type(served).__name__ == "ShippedTokenizer"
