@@ -9,7 +9,8 @@ Checks, each on the GPU, in one process:
     near-tie of HF's own logits (reported);
   * bf16 likewise (parting at near-ties of two bf16 steps), and int8 weights run;
   * decode throughput at 1, 16 and 64 concurrent sequences against HF's own
-    `generate` at batch 1 measured in the same run (the ratio is the result).
+    `generate` at batch 1 measured in the same run (the ratio is the result), and
+    with the engine's CUDA graphs set aside (every step eager) in the same run.
 
 With `--random-weights` the model is the directory's config (and tokenizer) with
 seeded random weights (a scaled-up init, so greedy choices are not ties): for a
@@ -203,6 +204,41 @@ def serve_check(model_dir: Path, expected_text: str) -> dict[str, Any]:
     return out
 
 
+def guided_check(llm: Any) -> dict[str, Any]:
+    """Structured output on the device: JSON held to a schema, a choice, a regex."""
+    import re
+    from dataclasses import replace
+
+    from hanlin.serve.guided import Guide
+    from hanlin.serve.params import SamplingParams
+
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    out: dict[str, Any] = {}
+    params = SamplingParams(max_tokens=48, temperature=0)
+    cases = (
+        ("json", Guide.of("json", schema), lambda t: set(json.loads(t)) == {"name", "age"}),
+        ("choice", Guide.of("choice", ["red", "green"]), lambda t: t in ("red", "green")),
+        (
+            "regex",
+            Guide.of("regex", "[0-9]{3}-[0-9]{4}"),
+            re.compile("[0-9]{3}-[0-9]{4}").fullmatch,
+        ),
+    )
+    for name, guide, check in cases:
+        texts = [r.outputs[0].text for r in llm.generate(PROMPTS, replace(params, guide=guide))]
+        try:
+            out[name] = sum(bool(check(t)) for t in texts)
+        except Exception as exc:  # the point is to report it
+            out[name] = repr(exc)[:200]
+    out["of"] = len(PROMPTS)
+    return out
+
+
 def cpu_kernels(model_dir: Path, threads: int, tokens: int) -> dict[str, Any]:
     """Batch-16 bf16 decode on this machine's CPU: fused C++ kernels against torch ops."""
     from hanlin.serve import kernels
@@ -237,7 +273,11 @@ def main() -> None:
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--cpu-threads", type=int, default=0, help="also time the CPU ops paths")
     p.add_argument("--serve", action="store_true", help="also run hanlin serve on the device")
+    p.add_argument("--guided", action="store_true", help="also check structured output there")
     args = p.parse_args()
+    # Every engine here captures its decode steps as CUDA graphs (opt-in elsewhere);
+    # the throughput part compares them with eager steps in the same run.
+    os.environ.setdefault("HANLIN_CUDA_GRAPHS", "1")
     global DEVICE
     DEVICE = args.device
     if DEVICE == "cuda" and not torch.cuda.is_available():
@@ -311,10 +351,28 @@ def main() -> None:
     empty_cache()
     hf_rate = hf_throughput(model_dir, tokenizer, args.tokens)
     report["hf_generate_bf16_batch1_tok_s"] = round(hf_rate, 1)
-    for batch in (int(b) for b in args.batches.split(",")):
-        rate = throughput(base, batch, args.tokens)
+    batches = [int(b) for b in args.batches.split(",")]
+    rates = {}
+    for batch in batches:
+        rate = rates[batch] = throughput(base, batch, args.tokens)
         report[f"hanlin_bf16_batch{batch}_tok_s"] = round(rate, 1)
         report[f"hanlin_bf16_batch{batch}_vs_hf_batch1"] = round(rate / hf_rate, 2)
+        save()
+    # The same engine with its CUDA graphs set aside: every step eager, as before them.
+    static = base.engine.runner.static
+    report["cuda_graph_buckets"] = sorted(static.buckets) if static is not None else None
+    graphed = [r.outputs[0].token_ids for r in base.generate(PROMPTS, greedy)]
+    base.engine.runner.static = None
+    eager = [r.outputs[0].token_ids for r in base.generate(PROMPTS, greedy)]
+    report["graph_tokens_equal_eager"] = sum(a == b for a, b in zip(graphed, eager, strict=True))
+    for batch in batches:
+        rate = throughput(base, batch, args.tokens)
+        report[f"hanlin_bf16_batch{batch}_eager_tok_s"] = round(rate, 1)
+        report[f"cuda_graphs_speedup_batch{batch}"] = round(rates[batch] / rate, 2)
+    base.engine.runner.static = static
+    save()
+    if args.guided:
+        report["guided"] = guided_check(base)
         save()
     if args.serve:
         first = base.generate(PROMPTS[:1], greedy)[0].outputs[0].text

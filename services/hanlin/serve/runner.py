@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hanlin.serve import kernels
+from hanlin.serve import graphs, kernels
+from hanlin.serve.graphs import StaticDecode
 from hanlin.serve.lora import LoRAContext
 from hanlin.serve.model import AttentionBatch, LlamaModel
 
@@ -52,7 +53,10 @@ class ModelRunner:
         self.model = model
         self.lora: LoRAContext | None = None
         kv_heads = model.decoder_layers()[0].kv_heads
-        shape = (num_blocks * block_size, kv_heads, model.cfg.head_dim)
+        # One block past the scheduler's: a scratch slot for the padding rows of
+        # static-shape decode steps (`hanlin.serve.graphs`).
+        self.scratch_slot = num_blocks * block_size
+        shape = (self.scratch_slot + block_size, kv_heads, model.cfg.head_dim)
         dtype = model.embed.weight.dtype
         self.dtype = dtype
         self.device = model.embed.weight.device
@@ -63,6 +67,11 @@ class ModelRunner:
             )
             for _ in range(model.cfg.num_layers)
         ]
+        self.static: StaticDecode | None = None
+        if graphs.enabled(self.device) and model.tp.size == 1:
+            self.static = StaticDecode(
+                model, self.caches, self.scratch_slot, self.scratch_slot, capture=True
+            )
 
     @staticmethod
     def kv_bytes_per_token(model: LlamaModel) -> int:
@@ -113,6 +122,8 @@ class ModelRunner:
         built = kernels.upgrade(self.model.ops)
         if built is not None:
             self.model.use_ops(built)
+        if self.static is not None and self.lora is None and self.static.handles(s):
+            return self.static.run(s).cpu()
         # Which groups pad a context, read before the copy (no device sync per step).
         padded = [bool((lens != slots.shape[1]).any()) for slots, lens in s.decode_groups]
         s = s.to(self.device)
