@@ -91,7 +91,7 @@ def test_logits_processors(stub: Any) -> None:
     count = {"model": MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 16, "temperature": 0}
     plain = stub.Generate(serve_pb2.GenerateRequest(**count), metadata=AUTH)
     penalized = stub.Generate(
-        serve_pb2.GenerateRequest(**count, presence_penalty=2.0, repetition_penalty=1.2),
+        serve_pb2.GenerateRequest(**count, presence_penalty=2.0, repetition_penalty=1.2, min_p=0.1),
         metadata=AUTH,
     )
     assert penalized.text != plain.text

@@ -90,7 +90,7 @@ def test_logit_bias_penalties_and_min_tokens(client: openai.OpenAI, tokenizer: A
     # vLLM's extensions ride in the body, as the client sends them.
     held = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Say hi."}], temperature=0,
-        max_tokens=40, extra_body={"min_tokens": 30, "repetition_penalty": 1.1},
+        max_tokens=40, extra_body={"min_tokens": 30, "repetition_penalty": 1.1, "min_p": 0.05},
     )  # fmt: skip
     assert held.usage is not None and held.usage.completion_tokens >= 30
 
@@ -121,6 +121,7 @@ def test_logit_bias_penalties_and_min_tokens(client: openai.OpenAI, tokenizer: A
         ({"structured_outputs": {"choice": ["a"]}, "guided_regex": "a"}, "guided_regex"),
         ({"min_tokens": 9}, "min_tokens"),
         ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"min_p": 1.5}, "min_p"),
     ],
 )
 def test_unsupported_or_bad_options_are_400s_naming_the_field(

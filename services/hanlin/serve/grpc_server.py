@@ -70,6 +70,7 @@ class InferenceService(_pb2_grpc.InferenceServicer):  # type: ignore[misc]
             temperature=request.temperature,
             top_p=request.top_p or 1.0,
             top_k=request.top_k,
+            min_p=request.min_p,
             seed=request.seed if request.HasField("seed") else None,
             stop=list(request.stop),
             stop_token_ids=list(request.stop_token_ids),

@@ -16,6 +16,7 @@ class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0  # 0 = no top-k
+    min_p: float = 0.0  # drop tokens less likely than min_p x the likeliest (0 = off)
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
@@ -39,6 +40,7 @@ class SamplingParams:
             (self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}"),
             (0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}"),
             (self.top_k >= 0 or self.top_k == -1, "top_k", f"must be >= 0, got {self.top_k}"),
+            (0 <= self.min_p <= 1, "min_p", f"must be in [0, 1], got {self.min_p}"),
             (1 <= self.n <= 16, "n", f"must be between 1 and 16, got {self.n}"),
             (
                 self.logprobs is None or 0 <= self.logprobs <= 20,

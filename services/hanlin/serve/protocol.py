@@ -29,6 +29,7 @@ class _Sampling(_Request):
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=-1)
+    min_p: float = Field(default=0.0, ge=0.0, le=1.0)
     n: int = Field(default=1, ge=1, le=16)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -42,6 +43,7 @@ class _Sampling(_Request):
     # vLLM's extensions, sent by clients through `extra_body`:
     repetition_penalty: float = Field(default=1.0, gt=0.0, le=2.0)
     min_tokens: int = Field(default=0, ge=0)
+    skip_special_tokens: bool = True
     user: str | None = None
     # Structured output: OpenAI's response_format, or vLLM's structured_outputs / guided_*.
     response_format: dict[str, Any] | None = None

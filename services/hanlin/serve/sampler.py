@@ -79,5 +79,7 @@ def sample(
             drop = (cumulative - torch.softmax(sorted_scores, dim=-1)) >= p.top_p
             scores = scores.scatter(0, order[drop], float("-inf"))
         probs = torch.softmax(scores, dim=-1)
+        if p.min_p > 0:
+            probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
         tokens[row] = int(torch.multinomial(probs, 1, generator=generators[row]))
     return [int(t) for t in tokens]

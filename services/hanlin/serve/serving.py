@@ -196,6 +196,8 @@ class OpenAIServing:
             temperature=req.temperature,
             top_p=req.top_p,
             top_k=max(req.top_k, 0),
+            min_p=req.min_p,
+            skip_special_tokens=req.skip_special_tokens,
             seed=None if req.seed is None else req.seed + seed_offset,
             stop=req.stop_list(),
             stop_token_ids=list(req.stop_token_ids or []),

@@ -165,3 +165,33 @@ def test_bad_processor_params_name_the_field(llm: LLM, change: dict[str, Any], p
         llm.generate(["hello"], replace(GREEDY, **change))
     assert err.value.param == param
     assert param in str(err.value)
+
+
+def test_min_p_keeps_only_tokens_near_the_likeliest(llm: LLM) -> None:
+    import math
+
+    prompt = "Once upon a time"
+    greedy = llm.generate([prompt], GREEDY)[0].outputs[0].token_ids
+    only_top = llm.generate([prompt], replace(GREEDY, temperature=1.5, min_p=1.0, seed=4))
+    assert only_top[0].outputs[0].token_ids == greedy
+    sampled = llm.generate(
+        [prompt] * 4,
+        [replace(GREEDY, temperature=1.0, min_p=0.3, seed=s, logprobs=1) for s in range(4)],
+    )
+    outs = [r.outputs[0] for r in sampled]
+    assert len({tuple(o.token_ids) for o in outs}) > 1  # still sampling
+    for out in outs:
+        for chosen, top in out.logprobs:
+            assert chosen >= max(top.values()) + math.log(0.3) - 1e-4
+
+
+def test_skip_special_tokens_can_be_turned_off(llm: LLM, tokenizer: Any) -> None:
+    chat = [{"role": "user", "content": "Say hello."}]
+    ids = tokenizer.apply_chat_template(
+        chat, add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    params = SamplingParams(max_tokens=48, temperature=0, ignore_eos=True)
+    shown = llm.generate([ids], replace(params, skip_special_tokens=False))[0].outputs[0]
+    hidden = llm.generate([ids], params)[0].outputs[0]
+    assert shown.token_ids == hidden.token_ids and tokenizer.eos_token_id in shown.token_ids
+    assert tokenizer.eos_token in shown.text and tokenizer.eos_token not in hidden.text

@@ -23,7 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x1ehanlin/serve/proto/serve.proto\x12\x0fhanlin.serve.v1"\xac\x04\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x03 \x03(\x05\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\x12\x13\n\x0btemperature\x18\x05 \x01(\x02\x12\r\n\x05top_p\x18\x06 \x01(\x02\x12\r\n\x05top_k\x18\x07 \x01(\x05\x12\x11\n\x04seed\x18\x08 \x01(\x03H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\t \x03(\t\x12\x16\n\x0estop_token_ids\x18\n \x03(\x05\x12\x12\n\nignore_eos\x18\x0b \x01(\x08\x12\x15\n\x08logprobs\x18\x0c \x01(\x05H\x01\x88\x01\x01\x12\x12\n\nmin_tokens\x18\r \x01(\x05\x12\x43\n\nlogit_bias\x18\x0e \x03(\x0b\x32/.hanlin.serve.v1.GenerateRequest.LogitBiasEntry\x12\x1a\n\x12repetition_penalty\x18\x0f \x01(\x02\x12\x18\n\x10presence_penalty\x18\x10 \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\x11 \x01(\x02\x12\x13\n\x0bjson_schema\x18\x12 \x01(\t\x12\r\n\x05regex\x18\x13 \x01(\t\x12\x0e\n\x06\x63hoice\x18\x14 \x03(\t\x12\x0f\n\x07grammar\x18\x15 \x01(\t\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x07\n\x05_seedB\x0b\n\t_logprobs"\x92\x01\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\x33\n\x03top\x18\x03 \x03(\x0b\x32&.hanlin.serve.v1.TokenLogprob.TopEntry\x1a*\n\x08TopEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01"\xad\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x05\x12/\n\x08logprobs\x18\x06 \x03(\x0b\x32\x1d.hanlin.serve.v1.TokenLogprob"\xaa\x01\n\rGenerateChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x05\x12/\n\x08logprobs\x18\x06 \x03(\x0b\x32\x1d.hanlin.serve.v1.TokenLogprob"\x0f\n\rHealthRequest"j\n\x0eHealthResponse\x12\x0f\n\x07serving\x18\x01 \x01(\x08\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07running\x18\x03 \x01(\x05\x12\x0f\n\x07waiting\x18\x04 \x01(\x05\x12\x16\n\x0ekv_cache_usage\x18\x05 \x01(\x02\x32\xfd\x01\n\tInference\x12O\n\x08Generate\x12 .hanlin.serve.v1.GenerateRequest\x1a!.hanlin.serve.v1.GenerateResponse\x12T\n\x0eGenerateStream\x12 .hanlin.serve.v1.GenerateRequest\x1a\x1e.hanlin.serve.v1.GenerateChunk0\x01\x12I\n\x06Health\x12\x1e.hanlin.serve.v1.HealthRequest\x1a\x1f.hanlin.serve.v1.HealthResponseb\x06proto3'
+    b'\n\x1ehanlin/serve/proto/serve.proto\x12\x0fhanlin.serve.v1"\xbb\x04\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x03 \x03(\x05\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\x12\x13\n\x0btemperature\x18\x05 \x01(\x02\x12\r\n\x05top_p\x18\x06 \x01(\x02\x12\r\n\x05top_k\x18\x07 \x01(\x05\x12\x11\n\x04seed\x18\x08 \x01(\x03H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\t \x03(\t\x12\x16\n\x0estop_token_ids\x18\n \x03(\x05\x12\x12\n\nignore_eos\x18\x0b \x01(\x08\x12\x15\n\x08logprobs\x18\x0c \x01(\x05H\x01\x88\x01\x01\x12\x12\n\nmin_tokens\x18\r \x01(\x05\x12\x43\n\nlogit_bias\x18\x0e \x03(\x0b\x32/.hanlin.serve.v1.GenerateRequest.LogitBiasEntry\x12\x1a\n\x12repetition_penalty\x18\x0f \x01(\x02\x12\x18\n\x10presence_penalty\x18\x10 \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\x11 \x01(\x02\x12\x13\n\x0bjson_schema\x18\x12 \x01(\t\x12\r\n\x05regex\x18\x13 \x01(\t\x12\x0e\n\x06\x63hoice\x18\x14 \x03(\t\x12\x0f\n\x07grammar\x18\x15 \x01(\t\x12\r\n\x05min_p\x18\x16 \x01(\x02\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x07\n\x05_seedB\x0b\n\t_logprobs"\x92\x01\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\x33\n\x03top\x18\x03 \x03(\x0b\x32&.hanlin.serve.v1.TokenLogprob.TopEntry\x1a*\n\x08TopEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01"\xad\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x05\x12/\n\x08logprobs\x18\x06 \x03(\x0b\x32\x1d.hanlin.serve.v1.TokenLogprob"\xaa\x01\n\rGenerateChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x05\x12/\n\x08logprobs\x18\x06 \x03(\x0b\x32\x1d.hanlin.serve.v1.TokenLogprob"\x0f\n\rHealthRequest"j\n\x0eHealthResponse\x12\x0f\n\x07serving\x18\x01 \x01(\x08\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07running\x18\x03 \x01(\x05\x12\x0f\n\x07waiting\x18\x04 \x01(\x05\x12\x16\n\x0ekv_cache_usage\x18\x05 \x01(\x02\x32\xfd\x01\n\tInference\x12O\n\x08Generate\x12 .hanlin.serve.v1.GenerateRequest\x1a!.hanlin.serve.v1.GenerateResponse\x12T\n\x0eGenerateStream\x12 .hanlin.serve.v1.GenerateRequest\x1a\x1e.hanlin.serve.v1.GenerateChunk0\x01\x12I\n\x06Health\x12\x1e.hanlin.serve.v1.HealthRequest\x1a\x1f.hanlin.serve.v1.HealthResponseb\x06proto3'
 )
 
 _globals = globals()
@@ -36,21 +36,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
     _globals["_TOKENLOGPROB_TOPENTRY"]._loaded_options = None
     _globals["_TOKENLOGPROB_TOPENTRY"]._serialized_options = b"8\001"
     _globals["_GENERATEREQUEST"]._serialized_start = 52
-    _globals["_GENERATEREQUEST"]._serialized_end = 608
-    _globals["_GENERATEREQUEST_LOGITBIASENTRY"]._serialized_start = 538
-    _globals["_GENERATEREQUEST_LOGITBIASENTRY"]._serialized_end = 586
-    _globals["_TOKENLOGPROB"]._serialized_start = 611
-    _globals["_TOKENLOGPROB"]._serialized_end = 757
-    _globals["_TOKENLOGPROB_TOPENTRY"]._serialized_start = 715
-    _globals["_TOKENLOGPROB_TOPENTRY"]._serialized_end = 757
-    _globals["_GENERATERESPONSE"]._serialized_start = 760
-    _globals["_GENERATERESPONSE"]._serialized_end = 933
-    _globals["_GENERATECHUNK"]._serialized_start = 936
-    _globals["_GENERATECHUNK"]._serialized_end = 1106
-    _globals["_HEALTHREQUEST"]._serialized_start = 1108
-    _globals["_HEALTHREQUEST"]._serialized_end = 1123
-    _globals["_HEALTHRESPONSE"]._serialized_start = 1125
-    _globals["_HEALTHRESPONSE"]._serialized_end = 1231
-    _globals["_INFERENCE"]._serialized_start = 1234
-    _globals["_INFERENCE"]._serialized_end = 1487
+    _globals["_GENERATEREQUEST"]._serialized_end = 623
+    _globals["_GENERATEREQUEST_LOGITBIASENTRY"]._serialized_start = 553
+    _globals["_GENERATEREQUEST_LOGITBIASENTRY"]._serialized_end = 601
+    _globals["_TOKENLOGPROB"]._serialized_start = 626
+    _globals["_TOKENLOGPROB"]._serialized_end = 772
+    _globals["_TOKENLOGPROB_TOPENTRY"]._serialized_start = 730
+    _globals["_TOKENLOGPROB_TOPENTRY"]._serialized_end = 772
+    _globals["_GENERATERESPONSE"]._serialized_start = 775
+    _globals["_GENERATERESPONSE"]._serialized_end = 948
+    _globals["_GENERATECHUNK"]._serialized_start = 951
+    _globals["_GENERATECHUNK"]._serialized_end = 1121
+    _globals["_HEALTHREQUEST"]._serialized_start = 1123
+    _globals["_HEALTHREQUEST"]._serialized_end = 1138
+    _globals["_HEALTHRESPONSE"]._serialized_start = 1140
+    _globals["_HEALTHRESPONSE"]._serialized_end = 1246
+    _globals["_INFERENCE"]._serialized_start = 1249
+    _globals["_INFERENCE"]._serialized_end = 1502
 # @@protoc_insertion_point(module_scope)
