@@ -189,6 +189,32 @@ def test_structured_output(client: openai.OpenAI) -> None:
     assert re.fullmatch("[0-9]{4}-[0-9]{2}-[0-9]{2}", date.choices[0].text)
 
 
+def test_tokenize_and_detokenize(server: str, client: openai.OpenAI, tokenizer: Any) -> None:
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    text = "Water boils at 100 degrees."
+    r = httpx.post(f"{server}/tokenize", json={"model": MODEL, "prompt": text}, headers=auth)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["tokens"] == tokenizer(text).input_ids and body["count"] == len(body["tokens"])
+    assert body["max_model_len"] == 256
+    back = httpx.post(f"{server}/detokenize", json={"tokens": body["tokens"]}, headers=auth)
+    assert back.json() == {"prompt": text}
+    # Chat messages count as chat completions see them: the usage of a 1-token reply.
+    messages = [{"role": "user", "content": "Hi there"}]
+    chat = httpx.post(f"{server}/tokenize", json={"messages": messages}, headers=auth).json()
+    done = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=1)  # type: ignore[arg-type]
+    assert done.usage is not None and chat["count"] == done.usage.prompt_tokens
+    for bad, param in (
+        ({"tokens": [10**9]}, "tokens"),
+        ({"prompt": "a", "messages": messages}, "prompt"),
+        ({"model": "nope", "prompt": "a"}, "model"),
+    ):
+        path = "/detokenize" if "tokens" in bad else "/tokenize"
+        r = httpx.post(f"{server}{path}", json=bad, headers=auth)
+        assert r.status_code in (400, 404) and r.json()["error"]["param"] == param, r.text
+    assert httpx.post(f"{server}/tokenize", json={"prompt": "a"}).status_code == 401
+
+
 def test_completion_greedy_is_deterministic(client: openai.OpenAI) -> None:
     kwargs: dict[str, Any] = {"model": MODEL, "prompt": "The capital of France is"}
     a = client.completions.create(**kwargs, max_tokens=12, temperature=0)

@@ -16,8 +16,12 @@ from hanlin.serve.errors import ErrorCode, RequestError
 from hanlin.serve.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
+    DetokenizeRequest,
+    DetokenizeResponse,
     ModelCard,
     ModelList,
+    TokenizeRequest,
+    TokenizeResponse,
 )
 from hanlin.serve.serving import OpenAIServing, error_body
 
@@ -120,6 +124,16 @@ def create_app(engine: AsyncEngine, model_name: str, api_key: str | None = None)
         """One model (`client.models.retrieve`); an unknown id is OpenAI's 404."""
         serving.check_model(model)
         return next(c for c in cards() if c.id == model)
+
+    @app.post("/tokenize", dependencies=[Depends(authorize)])
+    async def tokenize(body: TokenizeRequest) -> TokenizeResponse:
+        """Token ids of a prompt or of chat messages (vLLM's endpoint)."""
+        return serving.tokenize(body)
+
+    @app.post("/detokenize", dependencies=[Depends(authorize)])
+    async def detokenize(body: DetokenizeRequest) -> DetokenizeResponse:
+        """Text of token ids (vLLM's endpoint)."""
+        return serving.detokenize(body)
 
     def _stream(events: AsyncIterator[str]) -> StreamingResponse:
         return StreamingResponse(

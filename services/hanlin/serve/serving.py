@@ -30,6 +30,10 @@ from hanlin.serve.protocol import (
     CompletionResponse,
     DeltaMessage,
     DeltaToolCall,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeRequest,
+    TokenizeResponse,
     TokenLogprob,
     TopLogprob,
     UsageInfo,
@@ -232,6 +236,44 @@ class OpenAIServing:
         if requested is not None:
             return requested
         return max(int(self.max_model_len) - len(prompt), 0)
+
+    # -- tokenizer ------------------------------------------------------------------------------
+
+    def tokenize(self, req: TokenizeRequest) -> TokenizeResponse:
+        """A prompt's token ids, as completions or (with messages) chat would see them."""
+        if req.model is not None:
+            self.check_model(req.model)
+        if (req.prompt is None) == (req.messages is None):
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST, "give exactly one of prompt and messages", "prompt"
+            )
+        if req.messages is not None:
+            chat = ChatCompletionRequest(
+                model=req.model or self.model_name,
+                messages=req.messages,
+                tools=req.tools,
+                add_generation_prompt=req.add_generation_prompt,
+            )
+            ids, _ = self._chat_prompt(chat)
+        else:
+            ids = list(
+                self.tokenizer(req.prompt, add_special_tokens=req.add_special_tokens).input_ids
+            )
+        return TokenizeResponse(count=len(ids), max_model_len=self.max_model_len, tokens=ids)
+
+    def detokenize(self, req: DetokenizeRequest) -> DetokenizeResponse:
+        """The text of token ids (ids outside the vocabulary are a 400)."""
+        if req.model is not None:
+            self.check_model(req.model)
+        vocab = self.engine.limits.vocab_size
+        bad = [t for t in req.tokens if not 0 <= t < vocab]
+        if bad:
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"tokens holds {bad[0]}, outside the vocabulary [0, {vocab})",
+                "tokens",
+            )
+        return DetokenizeResponse(prompt=str(self.tokenizer.decode(req.tokens)))
 
     # -- completions ----------------------------------------------------------------------------
 
