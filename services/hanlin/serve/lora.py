@@ -23,13 +23,8 @@ import torch
 from torch import nn
 
 from hanlin.serve.adapters import read_lora
-from hanlin.serve.model import (
-    DecoderLayer,
-    LlamaModel,
-    ModelConfig,
-    internlm2_names,
-    split_wqkv,
-)
+from hanlin.serve.internlm2 import internlm2_names, split_wqkv
+from hanlin.serve.model import DecoderLayer, LlamaModel, ModelConfig
 
 # Fused engine layer -> the checkpoint projections it holds, in output order.
 _FUSED = {

@@ -12,6 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hanlin.serve.errors import ErrorCode, RequestError
+from hanlin.serve.guided import Guide
+from hanlin.serve.params import SamplingParams
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -60,8 +64,89 @@ class _Sampling(_Request):
             try:
                 out[int(key)] = float(bias)
             except ValueError:
-                raise ValueError(f"logit_bias keys must be token ids, got {key!r}") from None
+                raise RequestError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"logit_bias keys must be token ids, got {key!r}",
+                    "logit_bias",
+                ) from None
         return out
+
+    def requested_guide(self) -> Guide | None:
+        """The structured output the request asks for (at most one way of asking)."""
+        asked: list[Guide] = []
+        fmt = self.response_format
+        if fmt is not None:
+            kind = fmt.get("type", "text")
+            if kind == "json_object":
+                asked.append(Guide.of("json", {"type": "object"}, "response_format"))
+            elif kind == "json_schema":
+                schema = (fmt.get("json_schema") or {}).get("schema")
+                if not isinstance(schema, dict):
+                    raise RequestError(
+                        ErrorCode.INVALID_REQUEST,
+                        "response_format.json_schema.schema must be a JSON schema object",
+                        "response_format",
+                    )
+                asked.append(Guide.of("json", schema, "response_format"))
+            elif kind != "text":
+                raise RequestError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"response_format type {kind!r} is not one of text, json_object, json_schema",
+                    "response_format",
+                )
+        outputs = dict(self.structured_outputs or {})
+        if outputs.pop("json_object", False):
+            asked.append(Guide.of("json", {"type": "object"}, "structured_outputs"))
+        for kind, value in outputs.items():
+            if value is not None:
+                asked.append(Guide.of(kind, value, "structured_outputs"))
+        legacy = {
+            "json": self.guided_json,
+            "regex": self.guided_regex,
+            "choice": self.guided_choice,
+            "grammar": self.guided_grammar,
+        }
+        asked += [Guide.of(k, v, f"guided_{k}") for k, v in legacy.items() if v is not None]
+        if len(asked) > 1:
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                "ask for one structured output: "
+                + ", ".join(sorted({g.param for g in asked}))
+                + " were given together",
+                asked[1].param,
+            )
+        return asked[0] if asked else None
+
+    def to_sampling_params(
+        self,
+        max_tokens: int,
+        logprobs: int | None,
+        prompt_logprobs: int | None,
+        seed_offset: int,
+        guide: Guide | None = None,
+    ) -> SamplingParams:
+        """The engine's parameters for choice `seed_offset` of this request (`n` seeds
+        count up from `seed`); `guide` overrides the requested structured output."""
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=max(self.top_k, 0),
+            min_p=self.min_p,
+            skip_special_tokens=self.skip_special_tokens,
+            seed=None if self.seed is None else self.seed + seed_offset,
+            stop=self.stop_list(),
+            stop_token_ids=list(self.stop_token_ids or []),
+            ignore_eos=self.ignore_eos,
+            logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
+            min_tokens=self.min_tokens,
+            logit_bias=self.logit_bias_ids(),
+            repetition_penalty=self.repetition_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            guide=self.requested_guide() if guide is None else guide,
+        )
 
     def stop_list(self) -> list[str]:
         """`stop` as a list."""

@@ -14,7 +14,6 @@ from typing import Any
 
 from hanlin.serve.async_engine import AsyncEngine, RequestStream
 from hanlin.serve.errors import ErrorCode, RequestError
-from hanlin.serve.guided import Guide
 from hanlin.serve.outputs import Logprob, RequestOutput
 from hanlin.serve.params import SamplingParams
 from hanlin.serve.protocol import (
@@ -37,7 +36,6 @@ from hanlin.serve.protocol import (
     TokenLogprob,
     TopLogprob,
     UsageInfo,
-    _Sampling,
 )
 from hanlin.serve.tool_calls import (
     ContentFilter,
@@ -132,88 +130,6 @@ class OpenAIServing:
             ErrorCode.MODEL_NOT_FOUND,
             f"The model `{name}` does not exist; this server serves {served}.",
             "model",
-        )
-
-    @staticmethod
-    def _guide(req: _Sampling) -> Guide | None:
-        """The structured output a request asks for (at most one way of asking)."""
-        asked: list[Guide] = []
-        fmt = req.response_format
-        if fmt is not None:
-            kind = fmt.get("type", "text")
-            if kind == "json_object":
-                asked.append(Guide.of("json", {"type": "object"}, "response_format"))
-            elif kind == "json_schema":
-                schema = (fmt.get("json_schema") or {}).get("schema")
-                if not isinstance(schema, dict):
-                    raise RequestError(
-                        ErrorCode.INVALID_REQUEST,
-                        "response_format.json_schema.schema must be a JSON schema object",
-                        "response_format",
-                    )
-                asked.append(Guide.of("json", schema, "response_format"))
-            elif kind != "text":
-                raise RequestError(
-                    ErrorCode.INVALID_REQUEST,
-                    f"response_format type {kind!r} is not one of text, json_object, json_schema",
-                    "response_format",
-                )
-        outputs = dict(req.structured_outputs or {})
-        if outputs.pop("json_object", False):
-            asked.append(Guide.of("json", {"type": "object"}, "structured_outputs"))
-        for kind, value in outputs.items():
-            if value is not None:
-                asked.append(Guide.of(kind, value, "structured_outputs"))
-        legacy = {
-            "json": req.guided_json,
-            "regex": req.guided_regex,
-            "choice": req.guided_choice,
-            "grammar": req.guided_grammar,
-        }
-        asked += [Guide.of(k, v, f"guided_{k}") for k, v in legacy.items() if v is not None]
-        if len(asked) > 1:
-            raise RequestError(
-                ErrorCode.INVALID_REQUEST,
-                "ask for one structured output: "
-                + ", ".join(sorted({g.param for g in asked}))
-                + " were given together",
-                asked[1].param,
-            )
-        return asked[0] if asked else None
-
-    def _params(
-        self,
-        req: _Sampling,
-        max_tokens: int,
-        logprobs: int | None,
-        prompt_logprobs: int | None,
-        seed_offset: int,
-        guide: Guide | None = None,
-    ) -> SamplingParams:
-        guide = self._guide(req) if guide is None else guide
-        try:
-            bias = req.logit_bias_ids()
-        except ValueError as exc:
-            raise RequestError(ErrorCode.INVALID_REQUEST, str(exc), "logit_bias") from None
-        return SamplingParams(
-            max_tokens=max_tokens,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            top_k=max(req.top_k, 0),
-            min_p=req.min_p,
-            skip_special_tokens=req.skip_special_tokens,
-            seed=None if req.seed is None else req.seed + seed_offset,
-            stop=req.stop_list(),
-            stop_token_ids=list(req.stop_token_ids or []),
-            ignore_eos=req.ignore_eos,
-            logprobs=logprobs,
-            prompt_logprobs=prompt_logprobs,
-            min_tokens=req.min_tokens,
-            logit_bias=bias,
-            repetition_penalty=req.repetition_penalty,
-            presence_penalty=req.presence_penalty,
-            frequency_penalty=req.frequency_penalty,
-            guide=guide,
         )
 
     def _submit(
@@ -315,8 +231,7 @@ class OpenAIServing:
             for j in range(req.n):
                 ids.append(prompt)
                 params.append(
-                    self._params(
-                        req,
+                    req.to_sampling_params(
                         16 if req.max_tokens is None else req.max_tokens,
                         req.logprobs,
                         req.logprobs if req.echo and req.logprobs is not None else None,
@@ -469,7 +384,7 @@ class OpenAIServing:
         top = (req.top_logprobs or 0) if req.logprobs else None
         # A forced call is held to its grammar (and its arguments to the schema).
         guide = plan.guide() if plan is not None else None
-        params = [self._params(req, max_tokens, top, None, j, guide) for j in range(req.n)]
+        params = [req.to_sampling_params(max_tokens, top, None, j, guide) for j in range(req.n)]
         return prompt, self._submit([prompt] * req.n, params, adapter), plan
 
     def _chat_logprobs(self, tokens: list[int], lps: list[Logprob]) -> ChatLogprobs:
