@@ -189,6 +189,18 @@ def test_structured_output(client: openai.OpenAI) -> None:
     assert re.fullmatch("[0-9]{4}-[0-9]{2}-[0-9]{2}", date.choices[0].text)
 
 
+def test_cached_prompt_tokens_are_reported(client: openai.OpenAI, server: str) -> None:
+    prompt = "A prompt long enough to fill a few cache blocks, sent twice. " * 4
+    first = client.completions.create(model=MODEL, prompt=prompt, max_tokens=2, temperature=0)
+    second = client.completions.create(model=MODEL, prompt=prompt, max_tokens=2, temperature=0)
+    assert first.usage is not None and second.usage is not None
+    details = second.usage.prompt_tokens_details
+    assert details is not None and details.cached_tokens is not None
+    assert 16 <= details.cached_tokens < second.usage.prompt_tokens
+    assert details.cached_tokens % 16 == 0
+    assert _metric(server, "hanlin_prefix_cache_hits_total") >= details.cached_tokens
+
+
 def test_tokenize_and_detokenize(server: str, client: openai.OpenAI, tokenizer: Any) -> None:
     auth = {"Authorization": f"Bearer {API_KEY}"}
     text = "Water boils at 100 degrees."

@@ -255,6 +255,7 @@ class Engine:
         if to_sample:
             outputs.extend(self._sample(to_sample))
         self.metrics.set_state(len(self.scheduler.running), self.num_waiting, self.blocks.usage)
+        self.metrics.prefix_cache(self.scheduler.prefix_queried, self.scheduler.prefix_hit)
         return outputs
 
     def _prompt_logprobs(self, seq: Sequence, n: int, logits: torch.Tensor) -> None:
@@ -375,6 +376,7 @@ class Engine:
             completion_tokens=len(seq.output_ids),
             logprobs=new_lp or [],
             prompt_logprobs=prompt_lp,
+            cached_tokens=seq.cached_tokens,
         )
 
     def shutdown(self) -> None:

@@ -48,12 +48,32 @@ class EngineMetrics:
             "hanlin_requests_finished", "Finished sequences by reason.", ["reason"], registry=r
         )
         self.aborted = Counter("hanlin_requests_aborted", "Sequences aborted.", registry=r)
+        self.prefix_queries = Counter(
+            "hanlin_prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache.",
+            registry=r,
+        )
+        self.prefix_hits = Counter(
+            "hanlin_prefix_cache_hits",
+            "Prompt tokens found in the prefix cache (not computed again).",
+            registry=r,
+        )
+        self._prefix_seen = (0, 0)
 
     def set_state(self, running: int, waiting: int, kv_usage: float) -> None:
         """Update the gauges after a step."""
         self.running.set(running)
         self.waiting.set(waiting)
         self.kv_usage.set(kv_usage)
+
+    def prefix_cache(self, queried: int, hit: int) -> None:
+        """Advance the prefix-cache counters to the scheduler's cumulative counts."""
+        seen_q, seen_h = self._prefix_seen
+        if queried > seen_q:
+            self.prefix_queries.inc(queried - seen_q)
+        if hit > seen_h:
+            self.prefix_hits.inc(hit - seen_h)
+        self._prefix_seen = (queried, hit)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

@@ -196,12 +196,19 @@ class ChatCompletionRequest(_Sampling):
     add_generation_prompt: bool = True
 
 
+class PromptTokensDetails(BaseModel):
+    """What OpenAI reports of the prompt: how much of it came from the cache."""
+
+    cached_tokens: int = 0
+
+
 class UsageInfo(BaseModel):
     """Token counts of a request."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class CompletionLogprobs(BaseModel):

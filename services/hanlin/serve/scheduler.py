@@ -55,6 +55,7 @@ class Sequence:
     preemptions: int = 0
     adapter: int = 0  # 0: the base model; i: the engine's LoRA adapter i - 1
     guide_state: Any = None  # the grammar matcher of a guided sequence (structured output)
+    cached_tokens: int = 0  # prompt tokens its first admission found in the prefix cache
 
     @property
     def all_ids(self) -> list[int]:
@@ -97,6 +98,9 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        # Prompt tokens admitted, and of them those found in the prefix cache (cumulative).
+        self.prefix_queried = 0
+        self.prefix_hit = 0
 
     def add(self, seq: Sequence) -> None:
         """Queue a new sequence."""
@@ -172,6 +176,11 @@ class Scheduler:
                 seq.num_computed = 0
                 break
             self.waiting.popleft()
+            if self.blocks.prefix_caching:
+                self.prefix_queried += seq.num_tokens
+                self.prefix_hit += seq.num_computed
+            if seq.preemptions == 0:
+                seq.cached_tokens = seq.num_computed
             seq.status = Status.RUNNING
             self.running.append(seq)
             chosen.append((seq, n))

@@ -31,6 +31,7 @@ from hanlin.serve.protocol import (
     DeltaToolCall,
     DetokenizeRequest,
     DetokenizeResponse,
+    PromptTokensDetails,
     TokenizeRequest,
     TokenizeResponse,
     TokenLogprob,
@@ -53,6 +54,7 @@ class _Choice:
     logprobs: list[Logprob] = field(default_factory=list)
     prompt_logprobs: list[Logprob | None] | None = None
     finish_reason: str | None = None
+    cached_tokens: int = 0
 
 
 def sse(payload: dict[str, Any] | str) -> str:
@@ -499,6 +501,7 @@ def _accumulate(c: _Choice, out: RequestOutput) -> None:
     c.logprobs.extend(out.logprobs)
     if out.prompt_logprobs is not None:
         c.prompt_logprobs = out.prompt_logprobs
+    c.cached_tokens = out.cached_tokens
     if out.finished:
         c.finish_reason = out.finish_reason
 
@@ -506,10 +509,14 @@ def _accumulate(c: _Choice, out: RequestOutput) -> None:
 def _usage(prompts: list[tuple[str, list[int]]], choices: list[_Choice]) -> UsageInfo:
     prompt_tokens = sum(len(ids) for _, ids in prompts)
     completion = sum(len(c.token_ids) for c in choices)
+    # The n choices of a prompt share it: count its first choice's cache hits.
+    n = max(len(choices) // max(len(prompts), 1), 1)
+    cached = sum(c.cached_tokens for c in choices[::n])
     return UsageInfo(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion,
         total_tokens=prompt_tokens + completion,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
     )
 
 

@@ -73,6 +73,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("hanlin_num_preemptions_total", _C, "Sequences preempted for lack of KV blocks.", _SERVE),
     Metric("hanlin_requests_finished_total", _C, "Finished sequences by reason.", _SERVE, ("reason",)),
     Metric("hanlin_requests_aborted_total", _C, "Sequences aborted.", _SERVE),
+    Metric("hanlin_prefix_cache_queries_total", _C, "Prompt tokens looked up in the prefix cache.", _SERVE),
+    Metric("hanlin_prefix_cache_hits_total", _C, "Prompt tokens found in the prefix cache (not computed again).", _SERVE),
     Metric("hanlin_requests_rejected_total", _C, "Requests refused by code.", _SERVE, ("code",)),
     # --- training (hanlin train, rank 0, HANLIN_METRICS_PORT) ---
     Metric("hanlin_train_step", _G, "Optimizer steps done", _TRAIN),

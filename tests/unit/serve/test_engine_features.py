@@ -83,6 +83,30 @@ def test_prefix_blocks_are_shared(llm: LLM) -> None:
     assert again.outputs[0].token_ids == first.outputs[0].token_ids
 
 
+def _metric(llm: LLM, name: str) -> float:
+    for line in llm.engine.metrics.render().decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} missing")
+
+
+def test_prefix_cache_hits_are_reported_and_counted(llm: LLM, tokenizer: Any) -> None:
+    ids = tokenizer("Cached tokens are counted, as OpenAI reports them. " * 4).input_ids
+    queries = _metric(llm, "hanlin_prefix_cache_queries_total")
+    hits = _metric(llm, "hanlin_prefix_cache_hits_total")
+    cached = {}
+    for rid in ("first", "second"):
+        llm.engine.add_request(rid, ids, GREEDY)
+        while llm.engine.has_work():
+            for out in llm.engine.step():
+                cached[out.request_id] = out.cached_tokens
+    block = llm.engine.blocks.block_size
+    # The second finds every full prompt block but the one holding the last token.
+    assert cached == {"first": 0, "second": (len(ids) - 1) // block * block}
+    assert _metric(llm, "hanlin_prefix_cache_queries_total") - queries == 2 * len(ids)
+    assert _metric(llm, "hanlin_prefix_cache_hits_total") - hits == cached["second"]
+
+
 def test_abort_frees_blocks(llm: LLM, tokenizer: Any) -> None:
     engine = llm.engine
     engine.add_request("to-abort", tokenizer("A long story:").input_ids, GREEDY)
