@@ -141,6 +141,9 @@ class Engine:
         )
         if params.seed is not None:
             seq.generator = torch.Generator().manual_seed(params.seed)
+        if params.guide is not None:
+            # Made now, so a grammar the tokenizer cannot serve is this request's 400.
+            seq.guide_state = self.guided.matcher(params.guide, [])
         seq.detok = Detokenizer(
             self.tokenizer, seq.prompt_ids, params.stop, params.skip_special_tokens
         )

@@ -120,10 +120,23 @@ class GuidedDecoding:
         return self._tokenizer
 
     def matcher(self, guide: Guide, generated: list[int]) -> Any:
-        """A fresh matcher for `guide`, advanced over tokens already generated."""
+        """A fresh matcher for `guide`, advanced over tokens already generated.
+
+        A grammar that compiles without the tokenizer but not with it is the request's
+        fault: a `RequestError` naming the field, never an engine failure.
+        """
         import llguidance
 
-        m = llguidance.LLMatcher(self._ll_tokenizer(), guide.grammar())
+        try:
+            m = llguidance.LLMatcher(self._ll_tokenizer(), guide.grammar())
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST, f"{guide.param}: {exc}", guide.param
+            ) from None
+        if m.is_error():
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST, f"{guide.param}: {m.get_error()}", guide.param
+            )
         if generated and not m.consume_tokens(generated):
             log.warning("guided sequence resumed off its grammar: %s", m.get_error())
         return m
