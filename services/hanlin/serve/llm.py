@@ -100,3 +100,61 @@ def _with_seed(params: SamplingParams, seed: int) -> SamplingParams:
     from dataclasses import replace
 
     return replace(params, seed=seed)
+
+
+@dataclass
+class Response:
+    """One answer of `pipeline` (LMDeploy's field names)."""
+
+    text: str
+    generate_token_len: int
+    input_token_len: int
+    finish_reason: str | None
+    token_ids: list[int] = field(default_factory=list)
+
+
+Conversation = list[dict[str, Any]]
+
+
+class Pipeline:
+    """LMDeploy's `pipeline(model)(prompts)`: prompts are chats, through the model's template.
+
+    A string is one user message; a list of message dicts is one conversation; a
+    list of either is a batch (answered as a list, in order).
+    """
+
+    def __init__(self, model: str | Path, **engine_options: Any) -> None:
+        self.llm = LLM(model, **engine_options)
+
+    def __call__(
+        self,
+        prompts: str | Conversation | list[str] | list[Conversation],
+        params: SamplingParams | None = None,
+    ) -> Response | list[Response]:
+        single = isinstance(prompts, str) or bool(prompts and isinstance(prompts[0], dict))
+        batch: list[str | Conversation] = [prompts] if single else list(prompts)  # type: ignore[list-item, arg-type]
+        ids = [self._chat_ids(p) for p in batch]
+        results = self.llm.generate(ids, params or SamplingParams(max_tokens=512))
+        answers = [
+            Response(
+                text=r.outputs[0].text,
+                generate_token_len=len(r.outputs[0].token_ids),
+                input_token_len=len(r.prompt_token_ids),
+                finish_reason=r.outputs[0].finish_reason,
+                token_ids=r.outputs[0].token_ids,
+            )
+            for r in results
+        ]
+        return answers[0] if single else answers
+
+    def _chat_ids(self, prompt: str | Conversation) -> list[int]:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        ids = self.llm.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return [int(t) for t in ids]
+
+
+def pipeline(model: str | Path, **engine_options: Any) -> Pipeline:
+    """`pipeline(dir)("Hi")`, as in LMDeploy: chat prompts in, `Response`s out."""
+    return Pipeline(model, **engine_options)
