@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,20 @@ def tokenizer(model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="session")
+def hf_generate(hf_model: Any, tokenizer: Any) -> Callable[..., list[int]]:
+    """HF transformers' greedy `generate` of one prompt: its new tokens (kwargs go to
+    `generate`, e.g. max_new_tokens, repetition_penalty)."""
+
+    def run(prompt: str, **kwargs: Any) -> list[int]:
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = hf_model.generate(ids, do_sample=False, **kwargs)
+        return [int(t) for t in out[0, ids.shape[1] :]]
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -49,25 +49,18 @@ def test_greedy_matches_hf_generate(
 
 @pytest.mark.parametrize("ops", ["cpp", "torch"])
 def test_decode_groups_of_very_different_lengths_match_hf(
-    model_dir: Path, hf_model: Any, tokenizer: Any, ops: str, monkeypatch: pytest.MonkeyPatch
+    model_dir: Path, hf_generate: Any, ops: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Contexts of 6 to ~700 tokens decode together; every row still equals HF.
 
     The torch path splits them into length groups; the C++ kernel reads each
     context at its own length, so one group holds them all.
     """
-    import torch
-
     monkeypatch.setenv("HANLIN_KERNELS", "on" if ops == "cpp" else "off")
 
     story = "The old lighthouse keeper climbed the stairs every evening to light the lamp. "
     prompts = ["The capital of France is", story * 3, story * 20, story * 45]
-    expected = []
-    for prompt in prompts:
-        ids = tokenizer(prompt, return_tensors="pt").input_ids
-        with torch.no_grad():
-            gen = hf_model.generate(ids, max_new_tokens=12, do_sample=False)
-        expected.append(gen[0, ids.shape[1] :].tolist())
+    expected = [hf_generate(p, max_new_tokens=12) for p in prompts]
 
     llm = LLM(model_dir, max_batch_tokens=2048)
     seen_groups: list[list[int]] = []

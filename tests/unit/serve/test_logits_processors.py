@@ -26,29 +26,17 @@ def llm(model_dir: Path) -> LLM:
     return LLM(model_dir, max_model_len=256, max_batch_tokens=256)
 
 
-def _hf_generate(hf_model: Any, tokenizer: Any, prompt: str, **kwargs: Any) -> list[int]:
-    ids = tokenizer(prompt, return_tensors="pt").input_ids
-    with torch.no_grad():
-        out = hf_model.generate(ids, do_sample=False, **kwargs)
-    return out[0, ids.shape[1] :].tolist()
-
-
-def test_repetition_penalty_equals_hf(
-    llm: LLM, hf_model: Any, tokenizer: Any, prompts: list[str]
-) -> None:
+def test_repetition_penalty_equals_hf(llm: LLM, hf_generate: Any, prompts: list[str]) -> None:
     # All prompts at once: rows with and without the penalty share batches.
     params = [replace(GREEDY, repetition_penalty=1.3) for _ in prompts] + [GREEDY]
     results = llm.generate([*prompts, prompts[2]], params)
     for prompt, res in zip(prompts, results, strict=False):
-        want = _hf_generate(
-            hf_model, tokenizer, prompt, max_new_tokens=20, repetition_penalty=1.3,
-            eos_token_id=None, pad_token_id=0,
-        )  # fmt: skip
+        want = hf_generate(
+            prompt, max_new_tokens=20, repetition_penalty=1.3, eos_token_id=None, pad_token_id=0
+        )
         assert res.outputs[0].token_ids == want, prompt
     # The unpenalized row in the same batch is untouched: it repeats the count as before.
-    plain = _hf_generate(
-        hf_model, tokenizer, prompts[2], max_new_tokens=20, eos_token_id=None, pad_token_id=0
-    )
+    plain = hf_generate(prompts[2], max_new_tokens=20, eos_token_id=None, pad_token_id=0)
     assert results[-1].outputs[0].token_ids == plain
     assert results[2].outputs[0].token_ids != plain
 

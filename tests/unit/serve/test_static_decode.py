@@ -21,18 +21,13 @@ from hanlin.serve.params import SamplingParams
 
 @pytest.mark.parametrize("ops", ["cpp", "torch"])
 def test_padded_decode_steps_equal_hf(
-    model_dir: Path, hf_model: Any, tokenizer: Any, ops: str, monkeypatch: pytest.MonkeyPatch
+    model_dir: Path, hf_generate: Any, ops: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HANLIN_KERNELS", "on" if ops == "cpp" else "off")
     story = "The old lighthouse keeper climbed the stairs every evening to light the lamp. "
     # Three rows pad to a bucket of 4; contexts of ~6 to ~350 tokens pad to 64..512.
     prompts = ["The capital of France is", story * 3, story * 20]
-    expected = []
-    for prompt in prompts:
-        ids = tokenizer(prompt, return_tensors="pt").input_ids
-        with torch.no_grad():
-            gen = hf_model.generate(ids, max_new_tokens=12, do_sample=False)
-        expected.append(gen[0, ids.shape[1] :].tolist())
+    expected = [hf_generate(p, max_new_tokens=12) for p in prompts]
 
     llm = LLM(model_dir, max_batch_tokens=1024, num_blocks=64)
     runner = llm.engine.runner
