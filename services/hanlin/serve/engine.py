@@ -143,7 +143,7 @@ class Engine:
             seq.generator = torch.Generator().manual_seed(params.seed)
         if params.guide is not None:
             # Made now, so a grammar the tokenizer cannot serve is this request's 400.
-            seq.guide_state = self.guided.matcher(params.guide, [])
+            seq.guide_state = self.guided.matcher(params.guide)
         seq.detok = Detokenizer(
             self.tokenizer, seq.prompt_ids, params.stop, params.skip_special_tokens
         )
@@ -283,7 +283,7 @@ class Engine:
             [(s.prompt_ids, s.output_ids) for s in seqs],
             [self._stop_ids(s.params) for s in seqs],
         )
-        matchers = [self._matcher(s) for s in seqs]
+        matchers = [s.guide_state for s in seqs]
         if any(m is not None for m in matchers):
             chosen_from = self._guide(logits, chosen_from, matchers)
         tokens = sample(chosen_from, params, [s.generator for s in seqs])
@@ -316,15 +316,6 @@ class Engine:
                 self._finish(seq, reason)
             outputs.append(self._output(seq, [token], new_lp))
         return outputs
-
-    def _matcher(self, seq: Sequence) -> Any:
-        """The sequence's grammar matcher (made on its first token), or None when unguided."""
-        guide = seq.params.guide
-        if guide is None:
-            return None
-        if seq.guide_state is None:
-            seq.guide_state = self.guided.matcher(guide, seq.output_ids)
-        return seq.guide_state
 
     def _guide(
         self, raw: torch.Tensor, processed: torch.Tensor, matchers: list[Any]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hanlin.serve.model import AttentionBatch, LlamaModel
+from hanlin.serve.model import AttentionBatch, LlamaModel, padding_mask
 
 if TYPE_CHECKING:
     from hanlin.serve.runner import StepInputs
@@ -141,10 +141,7 @@ class StaticDecode:
     def _forward(self, b: _Bucket) -> torch.Tensor:
         mask = None
         if not self.model.ops.paged_decode:
-            width = b.slots.shape[1]
-            pad = torch.arange(width, device=self.device)[None, :] >= b.lens[:, None]
-            mask = torch.zeros(pad.shape, dtype=self.dtype, device=self.device)
-            mask = mask.masked_fill(pad, float("-inf"))[:, None, None, :]
+            mask = padding_mask(b.lens, b.slots.shape[1], self.dtype)
         batch = AttentionBatch(
             slot_mapping=b.slot_mapping,
             num_decode=b.ids.numel(),

@@ -14,7 +14,7 @@ import grpc
 
 from hanlin.serve.async_engine import AsyncEngine
 from hanlin.serve.errors import ErrorCode, RequestError
-from hanlin.serve.guided import Guide
+from hanlin.serve.guided import Guide, one_guide
 from hanlin.serve.outputs import Logprob, RequestOutput
 from hanlin.serve.params import SamplingParams
 from hanlin.serve.proto import serve_pb2 as _pb2
@@ -165,20 +165,15 @@ async def start_grpc(
 
 def _guide(request: Any) -> Guide | None:
     """The structured output a request asks for; more than one is INVALID_ARGUMENT."""
-    asked = [
-        Guide.of(kind, value, kind if kind != "json" else "json_schema")
-        for kind, value in (
-            ("json", request.json_schema),
-            ("regex", request.regex),
-            ("choice", list(request.choice)),
-            ("grammar", request.grammar),
-        )
-        if value
-    ]
-    if len(asked) > 1:
-        raise RequestError(
-            ErrorCode.INVALID_REQUEST,
-            "set at most one of json_schema, regex, choice, grammar",
-            asked[1].param,
-        )
-    return asked[0] if asked else None
+    return one_guide(
+        [
+            Guide.of(kind, value, kind if kind != "json" else "json_schema")
+            for kind, value in (
+                ("json", request.json_schema),
+                ("regex", request.regex),
+                ("choice", list(request.choice)),
+                ("grammar", request.grammar),
+            )
+            if value
+        ]
+    )

@@ -101,6 +101,19 @@ class Guide:
             )
 
 
+def one_guide(asked: list[Guide]) -> Guide | None:
+    """The one structured output a request asked for; asking two ways is a 400."""
+    if len(asked) > 1:
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            "ask for one structured output: "
+            + ", ".join(sorted({g.param for g in asked}))
+            + " were given together",
+            asked[1].param,
+        )
+    return asked[0] if asked else None
+
+
 class GuidedDecoding:
     """The engine's side: one matcher per guided sequence, masks for a batch's rows."""
 
@@ -119,8 +132,8 @@ class GuidedDecoding:
             )
         return self._tokenizer
 
-    def matcher(self, guide: Guide, generated: list[int]) -> Any:
-        """A fresh matcher for `guide`, advanced over tokens already generated.
+    def matcher(self, guide: Guide) -> Any:
+        """A fresh matcher for `guide` (it lives with its sequence, across preemptions).
 
         A grammar that compiles without the tokenizer but not with it is the request's
         fault: a `RequestError` naming the field, never an engine failure.
@@ -137,8 +150,6 @@ class GuidedDecoding:
             raise RequestError(
                 ErrorCode.INVALID_REQUEST, f"{guide.param}: {m.get_error()}", guide.param
             )
-        if generated and not m.consume_tokens(generated):
-            log.warning("guided sequence resumed off its grammar: %s", m.get_error())
         return m
 
     def mask(self, matchers: list[Any], logits: torch.Tensor) -> None:
@@ -151,7 +162,9 @@ class GuidedDecoding:
         bitmask = lt.allocate_token_bitmask(len(rows), self.vocab_size)
         for j, i in enumerate(rows):
             lt.fill_next_token_bitmask(matchers[i], bitmask, j)
-        index = torch_index(rows, logits.device)
+        import torch
+
+        index = torch.tensor(rows, dtype=torch.long, device=logits.device)
         picked = logits.index_select(0, index).float()
         lt.apply_token_bitmask_inplace(picked, bitmask.to(logits.device))
         logits.index_copy_(0, index, picked.to(logits.dtype))
@@ -163,10 +176,3 @@ class GuidedDecoding:
             log.warning("guided token %d refused: %s", token, matcher.get_error())
             return True
         return bool(matcher.is_stopped())
-
-
-def torch_index(rows: list[int], device: Any) -> torch.Tensor:
-    """Row indices as a tensor on `device`."""
-    import torch
-
-    return torch.tensor(rows, dtype=torch.long, device=device)

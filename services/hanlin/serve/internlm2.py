@@ -27,7 +27,7 @@ _INTERNLM2_NAMES = {
 }
 
 
-def internlm2_names(key: str) -> list[str]:
+def _names(key: str) -> list[str]:
     """The Llama names of an InternLM2 state-dict key (`model.` removed): one, or
     q, k and v for the packed `wqkv`."""
     if ".attention.wqkv." in key:
@@ -38,7 +38,7 @@ def internlm2_names(key: str) -> list[str]:
     return [key]
 
 
-def split_wqkv(value: torch.Tensor, cfg: ModelConfig) -> list[torch.Tensor]:
+def _split_wqkv(value: torch.Tensor, cfg: ModelConfig) -> list[torch.Tensor]:
     """q, k and v rows of InternLM2's packed `wqkv` rows (a weight, bias or LoRA B).
 
     The rows go by key/value head: its group of query heads, then its key head, then
@@ -54,11 +54,25 @@ def split_wqkv(value: torch.Tensor, cfg: ModelConfig) -> list[torch.Tensor]:
     ]
 
 
+def _renamed(key: str, rows: torch.Tensor, cfg: ModelConfig) -> list[tuple[str, torch.Tensor]]:
+    """(Llama name, rows) for one InternLM2 key: `wqkv`'s rows split into q, k and v."""
+    names = _names(key)
+    parts = _split_wqkv(rows, cfg) if len(names) == 3 else [rows]
+    return list(zip(names, parts, strict=True))
+
+
 def internlm2_to_llama(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """An InternLM2 state dict (the `model.` prefix removed) under Llama's names."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        names = internlm2_names(key)
-        parts = split_wqkv(value, cfg) if len(names) == 3 else [value]
-        out.update(zip(names, parts, strict=True))
-    return out
+    return dict(pair for key, value in state.items() for pair in _renamed(key, value, cfg))
+
+
+def internlm2_adapter_to_llama(
+    pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], cfg: ModelConfig
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """An InternLM2 LoRA adapter ({target: (A, B)}) under Llama's names: a `wqkv` update
+    B (A x) is three, one per projection, sharing A, B's rows cut as the weight's are."""
+    return {
+        name: (a, part)
+        for target, (a, b) in pairs.items()
+        for name, part in _renamed(target, b, cfg)
+    }

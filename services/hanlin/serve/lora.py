@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from hanlin.serve.adapters import read_lora
-from hanlin.serve.internlm2 import internlm2_names, split_wqkv
-from hanlin.serve.model import DecoderLayer, LlamaModel, ModelConfig
+from hanlin.serve.internlm2 import internlm2_adapter_to_llama
+from hanlin.serve.model import DecoderLayer, LlamaModel
 
 # Fused engine layer -> the checkpoint projections it holds, in output order.
 _FUSED = {
@@ -83,7 +83,7 @@ def attach_lora(
     for name, path in adapters:
         pairs = read_lora(path)
         if model.cfg.architecture == "InternLM2ForCausalLM":
-            pairs = _internlm2_pairs(pairs, model.cfg)
+            pairs = internlm2_adapter_to_llama(pairs, model.cfg)
         for target in pairs:
             if not target.startswith("layers.") or not any(
                 f".{p}.weight" in target for parts in _FUSED.values() for p in parts
@@ -100,19 +100,6 @@ def attach_lora(
             if wrapped is not None:
                 setattr(layer, attr, wrapped)
     return ctx
-
-
-def _internlm2_pairs(
-    pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], cfg: ModelConfig
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """An InternLM2 adapter under Llama's names: a `wqkv` update B (A x) is three, one
-    per projection, sharing A, with B's rows cut as the packed weight's are."""
-    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    for target, (a, b) in pairs.items():
-        names = internlm2_names(target)
-        bs = split_wqkv(b, cfg) if len(names) == 3 else [b]
-        out.update((n, (a, part)) for n, part in zip(names, bs, strict=True))
-    return out
 
 
 def _shard(

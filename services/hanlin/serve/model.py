@@ -129,6 +129,15 @@ class AttentionBatch:
     all_decode: bool = False  # every row is a decode token, rows in order (no prefills)
 
 
+def padding_mask(lens: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """The additive mask [n, 1, 1, width] of contexts padded to `width`: 0 on each row's
+    first `lens` slots, -inf past them. Additive, in the compute dtype: SDPA's CPU
+    kernels are much faster with it than with a boolean mask."""
+    pad = torch.arange(width, device=lens.device)[None, :] >= lens[:, None]
+    mask = torch.zeros(pad.shape, dtype=dtype, device=lens.device)
+    return mask.masked_fill_(pad, float("-inf"))[:, None, None, :]
+
+
 @dataclass(frozen=True)
 class TensorParallel:
     """Which shard this process holds."""

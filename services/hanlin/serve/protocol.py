@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hanlin.serve.errors import ErrorCode, RequestError
-from hanlin.serve.guided import Guide
+from hanlin.serve.guided import Guide, one_guide
 from hanlin.serve.params import SamplingParams
 
 
@@ -107,15 +107,7 @@ class _Sampling(_Request):
             "grammar": self.guided_grammar,
         }
         asked += [Guide.of(k, v, f"guided_{k}") for k, v in legacy.items() if v is not None]
-        if len(asked) > 1:
-            raise RequestError(
-                ErrorCode.INVALID_REQUEST,
-                "ask for one structured output: "
-                + ", ".join(sorted({g.param for g in asked}))
-                + " were given together",
-                asked[1].param,
-            )
-        return asked[0] if asked else None
+        return one_guide(asked)
 
     def to_sampling_params(
         self,
@@ -123,10 +115,10 @@ class _Sampling(_Request):
         logprobs: int | None,
         prompt_logprobs: int | None,
         seed_offset: int,
-        guide: Guide | None = None,
+        guide: Guide | None,
     ) -> SamplingParams:
         """The engine's parameters for choice `seed_offset` of this request (`n` seeds
-        count up from `seed`); `guide` overrides the requested structured output."""
+        count up from `seed`), its output held to `guide` (see `requested_guide`)."""
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=self.temperature,
@@ -145,7 +137,7 @@ class _Sampling(_Request):
             repetition_penalty=self.repetition_penalty,
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
-            guide=self.requested_guide() if guide is None else guide,
+            guide=guide,
         )
 
     def stop_list(self) -> list[str]:

@@ -9,7 +9,7 @@ import torch
 from hanlin.serve import graphs, kernels
 from hanlin.serve.graphs import StaticDecode
 from hanlin.serve.lora import LoRAContext
-from hanlin.serve.model import AttentionBatch, LlamaModel
+from hanlin.serve.model import AttentionBatch, LlamaModel, padding_mask
 
 
 @dataclass
@@ -89,13 +89,8 @@ class ModelRunner:
             num_decode += slots.shape[0]
             mask: torch.Tensor | None = None
             if not paged and pads:
-                # Padded contexts need a mask; equal lengths (always so at batch 1) need
-                # none. Additive, in the compute dtype: SDPA's CPU kernels are much
-                # faster with it than with a boolean mask.
-                pad = torch.arange(width, device=lens.device)[None, :] >= lens[:, None]
-                mask = torch.zeros(pad.shape, dtype=self.dtype, device=pad.device)
-                mask = mask.masked_fill_(pad, float("-inf"))
-                mask = mask[:, None, None, :]
+                # Padded contexts need a mask; equal lengths (always so at batch 1) need none.
+                mask = padding_mask(lens, width, self.dtype)
             groups.append((slots, lens, mask))
         prefills: list[tuple[int, int, torch.Tensor, torch.Tensor | None]] = []
         for start, rows, slots in s.prefills:

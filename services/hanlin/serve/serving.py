@@ -227,6 +227,7 @@ class OpenAIServing:
                 "best_of",
             )
         prompts = self._completion_prompts(req)
+        guide = req.requested_guide()
         ids: list[list[int]] = []
         params: list[SamplingParams] = []
         for _, prompt in prompts:
@@ -238,6 +239,7 @@ class OpenAIServing:
                         req.logprobs,
                         req.logprobs if req.echo and req.logprobs is not None else None,
                         j,
+                        guide,
                     )
                 )
         return prompts, self._submit(ids, params, adapter)
@@ -385,7 +387,7 @@ class OpenAIServing:
         max_tokens = self._default_max_tokens(prompt, requested)
         top = (req.top_logprobs or 0) if req.logprobs else None
         # A forced call is held to its grammar (and its arguments to the schema).
-        guide = plan.guide() if plan is not None else None
+        guide = (plan.guide() if plan is not None else None) or req.requested_guide()
         params = [req.to_sampling_params(max_tokens, top, None, j, guide) for j in range(req.n)]
         return prompt, self._submit([prompt] * req.n, params, adapter), plan
 
